@@ -1,0 +1,281 @@
+"""One typed config tree for every job: model, tokenizer, data, train, sample, eval, tracking.
+
+Configs load from YAML, take `--set a.b=c` overrides, and are validated before any
+compute: an unknown key, a wrong type or an out-of-range value raises ConfigError
+naming the full key path (and the closest valid key for a typo).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# ----------------------------------------------------------------------------- tokenizer
+class VAEConfig(_Strict):
+    # A local directory or a hub id readable by diffusers' AutoencoderKL.from_pretrained.
+    weights: str | None = None
+    subfolder: str | None = None
+    # The latent scale lives here and nowhere else (0.2325 for MAR's KL-16).
+    scale_factor: float = Field(0.2325, gt=0)
+    stride: int = Field(16, ge=1)
+    latent_channels: int = Field(16, ge=1)
+    # Architecture used only when building a randomly initialised VAE (tests, smoke runs).
+    block_out_channels: list[int] = [128, 128, 256, 256, 512]
+    layers_per_block: int = Field(2, ge=1)
+    norm_num_groups: int = Field(32, ge=1)
+    allow_random_init: bool = False
+
+
+class TokenizerConfig(_Strict):
+    kind: Literal["pixel", "vae"] = "pixel"
+    image_size: int = Field(8, ge=1)
+    channels: int = Field(1, ge=1)  # image channels (3 for RGB)
+    patch_size: int = Field(1, ge=1)
+    vae: VAEConfig = VAEConfig()
+
+    @model_validator(mode="after")
+    def _grid_divides(self):
+        grid = self.image_size // (self.vae.stride if self.kind == "vae" else 1)
+        if self.kind == "vae" and self.image_size % self.vae.stride:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of vae.stride {self.vae.stride}")
+        if grid % self.patch_size:
+            raise ValueError(f"patch_size {self.patch_size} does not divide the token grid {grid}")
+        return self
+
+    @property
+    def grid(self) -> int:
+        """Side of the token grid."""
+        side = self.image_size // self.vae.stride if self.kind == "vae" else self.image_size
+        return side // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid**2
+
+    @property
+    def token_dim(self) -> int:
+        c = self.vae.latent_channels if self.kind == "vae" else self.channels
+        return c * self.patch_size**2
+
+
+# ----------------------------------------------------------------------------- model
+class DiffusionConfig(_Strict):
+    # The paper's text says linear 1e-4..2e-2 (ADM); MAR's code uses cosine. Both offered.
+    schedule: Literal["cosine", "linear"] = "cosine"
+    train_steps: int = Field(1000, ge=2)
+    sample_steps: int = Field(100, ge=1)
+
+
+class FlowConfig(_Strict):
+    sample_steps: int = Field(50, ge=1)
+    solver: Literal["euler", "heun"] = "euler"
+
+
+class TokenLossConfig(_Strict):
+    kind: Literal["diffusion", "flow"] = "diffusion"
+    depth: int = Field(6, ge=1)  # residual MLP blocks
+    width: int = Field(1024, ge=1)
+    batch_mul: int = Field(4, ge=1)  # timestep draws per token (paper: 4)
+    diffusion: DiffusionConfig = DiffusionConfig()
+    flow: FlowConfig = FlowConfig()
+
+
+class ModelConfig(_Strict):
+    num_classes: int = Field(1000, ge=1)
+    encoder_depth: int = Field(12, ge=1)
+    predictor_depth: int = Field(12, ge=1)
+    width: int = Field(768, ge=8)
+    num_heads: int = Field(12, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    qk_norm: bool = False
+    attn_dropout: float = Field(0.1, ge=0, lt=1)
+    proj_dropout: float = Field(0.1, ge=0, lt=1)
+    buffer_size: int = Field(64, ge=1)  # class-embedding buffer tokens
+    label_drop: float = Field(0.1, ge=0, le=1)
+    mask_ratio_min: float = Field(0.7, gt=0, le=1)
+    mask_ratio_std: float = Field(0.25, gt=0)
+    # lambda_p in L = L_d + lambda_p * L_p; 0 removes the projector (the MAR baseline).
+    pred_loss_weight: float = Field(1.0, ge=0)
+    smooth_l1_beta: float = Field(1.0, gt=0)
+    ema_decay: float = Field(0.9999, ge=0, le=1)
+    token_loss: TokenLossConfig = TokenLossConfig()
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.width % self.num_heads:
+            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+# ----------------------------------------------------------------------------- data / train / sample
+class DataConfig(_Strict):
+    source: Literal["digits", "mnist5k", "folder", "encoded"] = "digits"
+    root: str | None = None  # class-folder tree or encoded dataset, for those sources
+    hflip: bool = False  # digits are not mirror-symmetric; ImageNet uses flips
+
+
+class TrainConfig(_Strict):
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = Field(64, ge=1)  # global batch
+    steps: int = Field(1000, ge=1)
+    max_minutes: float | None = Field(None, gt=0)  # wall-clock budget; stops early if reached
+    blr: float = Field(1e-4, gt=0)  # lr = blr * batch_size / 256
+    warmup_steps: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay_start: float = Field(0.02, ge=0)
+    weight_decay_end: float = Field(0.2, ge=0)
+    grad_clip: float = Field(3.0, ge=0)  # 0 disables clipping
+    log_every: int = Field(50, ge=1)
+    out_dir: str = "outputs/run"
+
+    @property
+    def lr(self) -> float:
+        return self.blr * self.batch_size / 256
+
+
+class SampleConfig(_Strict):
+    seed: int = 0
+    ar_steps: int = Field(64, ge=1)
+    cfg: float = Field(1.0, ge=0)
+    cfg_schedule: Literal["linear", "constant"] = "linear"
+    temperature: float = Field(1.0, gt=0)
+    batch_size: int = Field(64, ge=1)
+    num_per_class: int = Field(10, ge=1)  # for the preview grid
+
+
+class EvalConfig(_Strict):
+    num_samples: int = Field(50000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    cfg_values: list[float] = [1.0, 3.0]  # class-consistency check on digits
+
+
+class TrackingConfig(_Strict):
+    experiment: str = "djepa"
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or a local SQLite store
+    run_name: str | None = None
+
+
+class Config(_Strict):
+    name: str = "djepa"
+    model: ModelConfig = ModelConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
+    eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if self.sample.ar_steps > self.tokenizer.num_tokens:
+            raise ValueError(
+                f"sample.ar_steps={self.sample.ar_steps} exceeds the number of tokens "
+                f"{self.tokenizer.num_tokens}; use 1..{self.tokenizer.num_tokens}"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- loading
+def _valid_keys(model: type[BaseModel], path: tuple) -> list[str]:
+    """Field names of the sub-model found at `path` (ignores list indices)."""
+    for key in path:
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif field is not None:
+            return []
+    return list(model.model_fields)
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-after")))
+        key = ".".join(str(x) for x in loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(Config, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
+            lines.append(f"  {key}: unknown key{hint} (valid: {', '.join(valid)})")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{shown}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.path=value (e.g. model.depth=4)")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{item}' has an empty key")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else raw
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{item}': '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def validate(data: dict) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """YAML file (or defaults) + `key.path=value` overrides -> a validated Config."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return validate(apply_overrides(data, overrides or []))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    path = Path(path)
+    path.write_text(cfg.to_json() if path.suffix == ".json" else cfg.to_yaml())

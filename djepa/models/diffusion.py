@@ -1,0 +1,169 @@
+"""Gaussian diffusion for one token at a time (ADM's formulation, as MAR's diffusion loss uses it).
+
+Epsilon prediction with a learned-range variance trained by the VLB term, 1000
+training steps, sampling on 100 respaced steps with a temperature on the
+per-step noise. The beta schedules come from diffusers' DDPMScheduler; the
+closed forms below are computed in float64 and stored as float32 buffers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+# diffusers' names for ADM's two schedules: linear 1e-4..2e-2 and the cosine of Nichol & Dhariwal.
+_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+def make_betas(schedule: str, steps: int) -> np.ndarray:
+    from diffusers import DDPMScheduler
+
+    scale = 1000 / steps  # ADM scales the linear range so any step count keeps the same curve
+    with torch.device("cpu"):  # constants, even when the model is built on the meta device
+        sched = DDPMScheduler(
+            num_train_timesteps=steps,
+            beta_schedule=_SCHEDULES[schedule],
+            beta_start=scale * 1e-4,
+            beta_end=scale * 2e-2,
+        )
+    return sched.betas.double().numpy()
+
+
+def space_timesteps(num_steps: int, count: int) -> list[int]:
+    """ADM's even respacing: `count` of the original steps, first and last included."""
+    if count > num_steps:
+        raise ValueError(f"cannot respace {num_steps} diffusion steps into {count}")
+    if count == 1:
+        return [0]
+    stride = (num_steps - 1) / (count - 1)
+    return sorted({round(i * stride) for i in range(count)})
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2):
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def _std_normal_cdf(x):
+    # ADM's tanh approximation, kept so the t = 0 term equals the reference implementation.
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def discretized_gaussian_log_likelihood(x, means, log_scales):
+    """log p(x) of data in [-1, 1] quantised to 256 bins (ADM's decoder term at t = 0)."""
+    centered = x - means
+    inv_stdv = torch.exp(-log_scales)
+    cdf_plus = _std_normal_cdf(inv_stdv * (centered + 1.0 / 255.0))
+    cdf_min = _std_normal_cdf(inv_stdv * (centered - 1.0 / 255.0))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    cdf_delta = cdf_plus - cdf_min
+    return torch.where(
+        x < -0.999,
+        log_cdf_plus,
+        torch.where(x > 0.999, log_one_minus_cdf_min, torch.log(cdf_delta.clamp(min=1e-12))),
+    )
+
+
+class GaussianDiffusion(nn.Module):
+    """Closed forms of a discrete diffusion given its betas. `timestep_map` maps each of its
+    steps to the original step index the network was trained on (identity unless respaced)."""
+
+    def __init__(self, betas: np.ndarray, timestep_map: list[int] | None = None):
+        super().__init__()
+        betas = np.asarray(betas, dtype=np.float64)
+        self.num_timesteps = len(betas)
+        ac = np.cumprod(1.0 - betas)
+        ac_prev = np.append(1.0, ac[:-1])
+        post_var = betas * (1.0 - ac_prev) / (1.0 - ac)
+        consts = {
+            "betas": betas,
+            "log_betas": np.log(betas),
+            "alphas_cumprod": ac,
+            "alphas_cumprod_prev": ac_prev,
+            "sqrt_ac": np.sqrt(ac),
+            "sqrt_one_minus_ac": np.sqrt(1.0 - ac),
+            "sqrt_recip_ac": np.sqrt(1.0 / ac),
+            "sqrt_recipm1_ac": np.sqrt(1.0 / ac - 1.0),
+            "posterior_variance": post_var,
+            # the variance at t = 0 is 0: ADM clips the log to the value at t = 1
+            "posterior_log_variance_clipped": np.log(np.append(post_var[1], post_var[1:])),
+            "posterior_mean_coef1": betas * np.sqrt(ac_prev) / (1.0 - ac),
+            "posterior_mean_coef2": (1.0 - ac_prev) * np.sqrt(1.0 - betas) / (1.0 - ac),
+        }
+        for name, value in consts.items():
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
+        tmap = list(range(self.num_timesteps)) if timestep_map is None else list(timestep_map)
+        self.register_buffer("timestep_map", torch.tensor(tmap, dtype=torch.long), persistent=False)
+
+    @classmethod
+    def from_config(cls, schedule: str, steps: int, respace_to: int | None = None) -> "GaussianDiffusion":
+        betas = make_betas(schedule, steps)
+        if respace_to is None or respace_to == steps:
+            return cls(betas)
+        use = space_timesteps(steps, respace_to)
+        ac = np.cumprod(1.0 - betas)
+        new_betas, last = [], 1.0
+        for i in use:
+            new_betas.append(1.0 - ac[i] / last)
+            last = ac[i]
+        return cls(np.array(new_betas), use)
+
+    @staticmethod
+    def _at(arr: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return arr[t].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+
+    def q_sample(self, x0, t, noise):
+        """x_t = sqrt(ac_t) x0 + sqrt(1 - ac_t) eps."""
+        return self._at(self.sqrt_ac, t, x0) * x0 + self._at(self.sqrt_one_minus_ac, t, x0) * noise
+
+    def q_posterior(self, x0, xt, t):
+        """Mean and clipped log-variance of q(x_{t-1} | x_t, x0)."""
+        mean = self._at(self.posterior_mean_coef1, t, xt) * x0 + self._at(self.posterior_mean_coef2, t, xt) * xt
+        return mean, self._at(self.posterior_log_variance_clipped, t, xt)
+
+    def p_mean_variance(self, model_out, xt, t):
+        """Network output (eps, v) -> mean and log-variance of p(x_{t-1} | x_t).
+
+        Learned range: log var = frac * log(beta_t) + (1 - frac) * log(posterior var), frac = (v + 1) / 2.
+        """
+        eps, v = model_out.chunk(2, dim=-1)
+        min_log = self._at(self.posterior_log_variance_clipped, t, xt)
+        max_log = self._at(self.log_betas, t, xt)
+        frac = (v + 1) / 2
+        log_var = frac * max_log + (1 - frac) * min_log
+        x0 = self._at(self.sqrt_recip_ac, t, xt) * xt - self._at(self.sqrt_recipm1_ac, t, xt) * eps
+        mean, _ = self.q_posterior(x0, xt, t)
+        return mean, log_var
+
+    def training_losses(self, net: Callable, x0, t, cond, noise=None):
+        """Per-row loss: MSE on eps + the VLB term (bits/dim) that trains the variance only."""
+        noise = torch.randn_like(x0) if noise is None else noise
+        xt = self.q_sample(x0, t, noise)
+        out = net(xt, self.timestep_map[t], cond)
+        eps, v = out.chunk(2, dim=-1)
+        mse = ((noise - eps) ** 2).mean(dim=-1)
+        # the VLB term must not move the mean: it sees a detached eps (ADM's "frozen_out")
+        mean, log_var = self.p_mean_variance(torch.cat([eps.detach(), v], dim=-1), xt, t)
+        true_mean, true_log_var = self.q_posterior(x0, xt, t)
+        kl = normal_kl(true_mean, true_log_var, mean, log_var).mean(dim=-1) / math.log(2.0)
+        nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var).mean(dim=-1) / math.log(2.0)
+        vb = torch.where(t == 0, nll, kl)
+        return mse + vb
+
+    @torch.no_grad()
+    def sample_loop(self, net: Callable, noise, temperature: float = 1.0, generator=None):
+        """Ancestral sampling from x_T = noise; `net(x, t_original)` returns (eps, v)."""
+        x = noise
+        for i in reversed(range(self.num_timesteps)):
+            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+            mean, log_var = self.p_mean_variance(net(x, self.timestep_map[t]), x, t)
+            if i > 0:
+                z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = mean + torch.exp(0.5 * log_var) * z * temperature
+            else:
+                x = mean
+        return x

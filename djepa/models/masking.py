@@ -1,0 +1,33 @@
+"""Training masks: one ratio per batch from a truncated normal, a random order per sample."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy import stats
+
+
+def mask_ratio_distribution(ratio_min: float = 0.7, std: float = 0.25):
+    """normal(1.0, std) truncated to [ratio_min, 1.0] (paper sec. 3.1; mean ~0.867 for the defaults)."""
+    return stats.truncnorm((ratio_min - 1.0) / std, 0.0, loc=1.0, scale=std)
+
+
+def sample_mask_ratio(rng: np.random.Generator, ratio_min: float = 0.7, std: float = 0.25) -> float:
+    return float(mask_ratio_distribution(ratio_min, std).rvs(random_state=rng))
+
+
+def random_orders(batch: int, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(B, N) int64: an independent random permutation of the token positions per sample."""
+    noise = torch.rand(batch, n, generator=generator, device=device)
+    return noise.argsort(dim=1)
+
+
+def mask_from_orders(orders: torch.Tensor, num_masked: int) -> torch.Tensor:
+    """(B, N) bool, True for the first `num_masked` positions of each order."""
+    mask = torch.zeros(orders.shape, dtype=torch.bool, device=orders.device)
+    return mask.scatter(1, orders[:, :num_masked], True)
+
+
+def num_masked_tokens(ratio: float, n: int) -> int:
+    return min(n, math.ceil(ratio * n))
