@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from scipy import stats
 
@@ -11,10 +10,6 @@ from scipy import stats
 def mask_ratio_distribution(ratio_min: float = 0.7, std: float = 0.25):
     """normal(1.0, std) truncated to [ratio_min, 1.0] (paper sec. 3.1; mean ~0.867 for the defaults)."""
     return stats.truncnorm((ratio_min - 1.0) / std, 0.0, loc=1.0, scale=std)
-
-
-def sample_mask_ratio(rng: np.random.Generator, ratio_min: float = 0.7, std: float = 0.25) -> float:
-    return float(mask_ratio_distribution(ratio_min, std).rvs(random_state=rng))
 
 
 def random_orders(batch: int, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:

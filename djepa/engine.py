@@ -1,0 +1,84 @@
+"""The training recipe of the paper, free of Ray: AdamW groups, lr / weight-decay schedules, one step.
+
+The Ray Train loop and the local demo both call `train_step`; everything else
+(logging, checkpoints, previews) is the caller's business.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from djepa.config import TrainConfig
+from djepa.models.djepa import DJEPA
+from djepa.models.ema import ema_update
+
+# No weight decay on the projector u, the denoiser eps, norms, biases and embeddings (paper app. B).
+_NO_DECAY_MODULES = ("projector", "token_loss")
+
+
+def param_groups(model: DJEPA) -> list[dict]:
+    decay, no_decay = [], []
+    decayed_ids = {
+        id(m.weight)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not name.startswith(_NO_DECAY_MODULES)
+    }
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if id(p) in decayed_ids else no_decay).append(p)
+    return [{"params": decay, "decay": True}, {"params": no_decay, "decay": False, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: DJEPA, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay_start,
+                             fused=fused)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Per-step linear warm-up to lr, then constant or cosine down to min_lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def weight_decay_at(step: int, cfg: TrainConfig) -> float:
+    """Linear from weight_decay_start to weight_decay_end over the run."""
+    frac = min(step / max(1, cfg.steps - 1), 1.0)
+    return cfg.weight_decay_start + frac * (cfg.weight_decay_end - cfg.weight_decay_start)
+
+
+@dataclass
+class StepResult:
+    loss: float
+    loss_d: float
+    loss_p: float
+    grad_norm: float
+    lr: float
+
+
+def train_step(model: DJEPA, ema: DJEPA, opt: torch.optim.Optimizer, tokens, labels, step: int,
+               cfg: TrainConfig, ema_decay: float, autocast_dtype: torch.dtype | None = None) -> StepResult:
+    """One optimisation step: set schedules, forward both losses, backward, clip, AdamW, EMA."""
+    lr, wd = lr_at(step, cfg), weight_decay_at(step, cfg)
+    for group in opt.param_groups:
+        group["lr"] = lr
+        if group.get("decay"):
+            group["weight_decay"] = wd
+    model.train()
+    device_type = tokens.device.type
+    with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        out = model(tokens, labels, target=ema)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    opt.step()
+    ema_update(ema, model, ema_decay)
+    vals = {k: float(v.detach()) for k, v in out.items()}
+    return StepResult(vals["loss"], vals["loss_d"], vals.get("loss_p", 0.0), float(grad_norm), lr)

@@ -1,0 +1,141 @@
+"""Single-process training and sampling without Ray: the embedded demo and the tests use it.
+
+`train_local` streams random batches of an in-memory dataset through `train_step`,
+prints progress, stops at `train.steps` or `train.max_minutes`, and saves the
+model and EMA weights. `sample_images` runs Algorithm 1 and decodes to images.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from djepa.checkpoint import save_weights
+from djepa.config import Config
+from djepa.data.sources import load_arrays
+from djepa.engine import build_optimizer, train_step
+from djepa.models.djepa import DJEPA, build_model
+from djepa.models.ema import make_ema
+from djepa.models.sampler import generate
+from djepa.models.tokenizer import build_tokenizer
+from djepa.samples import balanced_labels, save_grid_png, save_npz, to_uint8
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    steps: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)  # one entry per logged step
+
+
+def _fmt_eta(seconds: float) -> str:
+    m, s = divmod(int(max(seconds, 0)), 60)
+    return f"{m}m{s:02d}s"
+
+
+def train_local(cfg: Config, out_dir: str | Path | None = None, quiet: bool = False) -> TrainResult:
+    """Train cfg's model on an in-memory source; returns where the weights went and the loss history."""
+    t = cfg.train
+    out = Path(out_dir or t.out_dir).resolve()
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+    gen = torch.Generator().manual_seed(t.seed)
+
+    images, labels = load_arrays(cfg.data.source)
+    expect = (cfg.tokenizer.channels, cfg.tokenizer.image_size, cfg.tokenizer.image_size)
+    if images.shape[1:] != expect:
+        raise ValueError(f"data.source={cfg.data.source} gives images {images.shape[1:]}, but tokenizer expects "
+                         f"(channels, image_size, image_size) = {expect}")
+    if labels.max() >= cfg.model.num_classes:
+        raise ValueError(f"data has label {labels.max()} but model.num_classes={cfg.model.num_classes}")
+    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+    tokenizer = build_tokenizer(cfg.tokenizer).to(device)
+
+    model = build_model(cfg.model, cfg.tokenizer).to(device)
+    ema = make_ema(model)
+    opt = build_optimizer(model, t)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    n = len(images)
+    if not quiet:
+        params = sum(p.numel() for p in model.parameters())
+        print(f"[train] {cfg.name}: {n} images, {params:,} parameters, batch {t.batch_size}, "
+              f"lr {t.lr:.2e}, up to {t.steps} steps" + (f" or {t.max_minutes} min" if t.max_minutes else "")
+              + f", device {device}", flush=True)
+
+    history, perm, pos = [], torch.randperm(n, generator=gen), 0
+    start = last = time.perf_counter()
+    step = 0
+    while step < t.steps:
+        if pos + t.batch_size > n:  # a new shuffle every epoch
+            perm, pos = torch.randperm(n, generator=gen), 0
+        idx = perm[pos: pos + t.batch_size]
+        pos += t.batch_size
+        x = images[idx]
+        if cfg.data.hflip:
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        tokens = tokenizer.encode(x.to(device))
+        res = train_step(model, ema, opt, tokens, labels[idx].to(device), step, t, cfg.model.ema_decay, amp)
+        if not np.isfinite(res.loss):
+            raise FloatingPointError(f"loss became {res.loss} at step {step}; lower train.blr or check the data")
+        step += 1
+        elapsed = time.perf_counter() - start
+        if step % t.log_every == 0 or step == t.steps:
+            rate = t.log_every * t.batch_size / max(time.perf_counter() - last, 1e-9)
+            last = time.perf_counter()
+            rec = {"step": step, "loss": res.loss, "loss_d": res.loss_d, "loss_p": res.loss_p,
+                   "lr": res.lr, "grad_norm": res.grad_norm, "seconds": elapsed}
+            history.append(rec)
+            remaining = (t.steps - step) * elapsed / step
+            if t.max_minutes:
+                remaining = min(remaining, t.max_minutes * 60 - elapsed)
+            if not quiet:
+                print(f"[train] step {step:>6}/{t.steps}  loss {res.loss:.4f} (L_d {res.loss_d:.4f}, "
+                      f"L_p {res.loss_p:.4f})  lr {res.lr:.2e}  |g| {res.grad_norm:.2f}  {rate:,.0f} img/s  "
+                      f"ETA {_fmt_eta(remaining)}", flush=True)
+        if t.max_minutes and elapsed >= t.max_minutes * 60:
+            if not quiet:
+                print(f"[train] time budget of {t.max_minutes} min reached at step {step}", flush=True)
+            break
+    seconds = time.perf_counter() - start
+    ckpt = save_weights(out / "checkpoint", model, ema, cfg, {"step": step})
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return TrainResult(ckpt, step, seconds, history)
+
+
+@torch.no_grad()
+def sample_images(model: DJEPA, cfg: Config, labels: np.ndarray, cfg_scale: float | None = None,
+                  seed: int | None = None, device: torch.device | str = "cpu") -> np.ndarray:
+    """Class-conditional samples -> uint8 (N, H, W, C); batches of sample.batch_size, one generator per run."""
+    s = cfg.sample
+    tokenizer = build_tokenizer(cfg.tokenizer).to(device)
+    gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
+    out = []
+    for i in range(0, len(labels), s.batch_size):
+        y = torch.as_tensor(labels[i: i + s.batch_size], device=device)
+        tokens = generate(model, y, s.ar_steps, s.cfg if cfg_scale is None else cfg_scale, s.cfg_schedule,
+                          s.temperature, generator=gen)
+        out.append(to_uint8(tokenizer.decode(tokens)))
+    return np.concatenate(out)
+
+
+def write_preview(model: DJEPA, cfg: Config, out_dir: str | Path, device="cpu") -> dict[str, Path]:
+    """A grid of sample.num_per_class samples per class (a row per sample index, a column per class)."""
+    out = Path(out_dir)
+    labels = balanced_labels(cfg.sample.num_per_class * cfg.model.num_classes, cfg.model.num_classes)
+    images = sample_images(model, cfg, labels, device=device)
+    npz = save_npz(out / "samples.npz", images, labels)
+    scale = max(1, 64 // cfg.tokenizer.image_size)  # small images upscaled for a readable grid
+    png = save_grid_png(out / "samples.png", images, ncol=cfg.model.num_classes, scale=scale)
+    return {"npz": npz, "png": png}

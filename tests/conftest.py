@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from djepa.config import load_config
+
+torch.set_num_threads(2)
+
+
+def tiny_config(*overrides: str):
+    """A very small digits model: builds and steps in milliseconds."""
+    base = [
+        "model.encoder_depth=1", "model.predictor_depth=1", "model.width=32", "model.num_heads=2",
+        "model.token_loss.depth=1", "model.token_loss.width=32", "model.token_loss.diffusion.sample_steps=5",
+        "model.token_loss.flow.sample_steps=5", "model.ema_decay=0.9", "sample.ar_steps=4",
+    ]
+    return load_config("configs/digits.yaml", base + list(overrides))
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config
