@@ -116,10 +116,12 @@ def train_local(cfg: Config, out_dir: str | Path | None = None, quiet: bool = Fa
 
 @torch.no_grad()
 def sample_images(model: DJEPA, cfg: Config, labels: np.ndarray, cfg_scale: float | None = None,
-                  seed: int | None = None, device: torch.device | str = "cpu") -> np.ndarray:
-    """Class-conditional samples -> uint8 (N, H, W, C); batches of sample.batch_size, one generator per run."""
+                  seed: int | None = None, device: torch.device | str = "cpu", tokenizer=None) -> np.ndarray:
+    """Class-conditional samples -> uint8 (N, H, W, C); batches of sample.batch_size, one generator per run.
+    Pass `tokenizer` to reuse a loaded one (a VAE) across calls."""
     s = cfg.sample
-    tokenizer = build_tokenizer(cfg.tokenizer).to(device)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(cfg.tokenizer).to(device)
     gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
     out = []
     for i in range(0, len(labels), s.batch_size):
