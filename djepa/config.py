@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -163,7 +163,6 @@ class SampleConfig(_Strict):
 
 class EvalConfig(_Strict):
     num_samples: int = Field(50000, ge=1)
-    batch_size: int = Field(64, ge=1)
     cfg_values: list[float] = [1.0, 3.0]  # class-consistency check on digits
 
 

@@ -44,7 +44,7 @@ def _fmt_eta(seconds: float) -> str:
     return f"{m}m{s:02d}s"
 
 
-def train_local(cfg: Config, out_dir: str | Path | None = None, quiet: bool = False) -> TrainResult:
+def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
     """Train cfg's model on an in-memory source; returns where the weights went and the loss history."""
     t = cfg.train
     out = Path(out_dir or t.out_dir).resolve()
@@ -67,15 +67,14 @@ def train_local(cfg: Config, out_dir: str | Path | None = None, quiet: bool = Fa
     opt = build_optimizer(model, t)
     amp = torch.bfloat16 if device.type == "cuda" else None
     n = len(images)
-    if not quiet:
-        params = sum(p.numel() for p in model.parameters())
-        print(f"[train] {cfg.name}: {n} images, {params:,} parameters, batch {t.batch_size}, "
-              f"lr {t.lr:.2e}, up to {t.steps} steps" + (f" or {t.max_minutes} min" if t.max_minutes else "")
-              + f", device {device}", flush=True)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"[train] {cfg.name}: {n} images, {params:,} parameters, batch {t.batch_size}, "
+          f"lr {t.lr:.2e}, up to {t.steps} steps" + (f" or {t.max_minutes} min" if t.max_minutes else "")
+          + f", device {device}", flush=True)
 
     history, perm, pos = [], torch.randperm(n, generator=gen), 0
     start = last = time.perf_counter()
-    step = 0
+    step = last_step = 0
     while step < t.steps:
         if pos + t.batch_size > n:  # a new shuffle every epoch
             perm, pos = torch.randperm(n, generator=gen), 0
@@ -92,21 +91,19 @@ def train_local(cfg: Config, out_dir: str | Path | None = None, quiet: bool = Fa
         step += 1
         elapsed = time.perf_counter() - start
         if step % t.log_every == 0 or step == t.steps:
-            rate = t.log_every * t.batch_size / max(time.perf_counter() - last, 1e-9)
-            last = time.perf_counter()
+            rate = (step - last_step) * t.batch_size / max(time.perf_counter() - last, 1e-9)
+            last, last_step = time.perf_counter(), step
             rec = {"step": step, "loss": res.loss, "loss_d": res.loss_d, "loss_p": res.loss_p,
                    "lr": res.lr, "grad_norm": res.grad_norm, "seconds": elapsed}
             history.append(rec)
             remaining = (t.steps - step) * elapsed / step
             if t.max_minutes:
                 remaining = min(remaining, t.max_minutes * 60 - elapsed)
-            if not quiet:
-                print(f"[train] step {step:>6}/{t.steps}  loss {res.loss:.4f} (L_d {res.loss_d:.4f}, "
-                      f"L_p {res.loss_p:.4f})  lr {res.lr:.2e}  |g| {res.grad_norm:.2f}  {rate:,.0f} img/s  "
-                      f"ETA {_fmt_eta(remaining)}", flush=True)
+            print(f"[train] step {step:>6}/{t.steps}  loss {res.loss:.4f} (L_d {res.loss_d:.4f}, "
+                  f"L_p {res.loss_p:.4f})  lr {res.lr:.2e}  |g| {res.grad_norm:.2f}  {rate:,.0f} img/s  "
+                  f"ETA {_fmt_eta(remaining)}", flush=True)
         if t.max_minutes and elapsed >= t.max_minutes * 60:
-            if not quiet:
-                print(f"[train] time budget of {t.max_minutes} min reached at step {step}", flush=True)
+            print(f"[train] time budget of {t.max_minutes} min reached at step {step}", flush=True)
             break
     seconds = time.perf_counter() - start
     ckpt = save_weights(out / "checkpoint", model, ema, cfg, {"step": step})

@@ -18,11 +18,5 @@ def random_orders(batch: int, n: int, generator: torch.Generator | None = None, 
     return noise.argsort(dim=1)
 
 
-def mask_from_orders(orders: torch.Tensor, num_masked: int) -> torch.Tensor:
-    """(B, N) bool, True for the first `num_masked` positions of each order."""
-    mask = torch.zeros(orders.shape, dtype=torch.bool, device=orders.device)
-    return mask.scatter(1, orders[:, :num_masked], True)
-
-
 def num_masked_tokens(ratio: float, n: int) -> int:
     return min(n, math.ceil(ratio * n))
