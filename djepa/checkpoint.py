@@ -1,9 +1,23 @@
-"""Weights on disk: safetensors only (never unpickle), with the resolved config beside them."""
+"""Checkpoints on disk: one directory, written atomically, never unpickled.
+
+    model.safetensors   model.* and ema.* tensors (metadata: config hash, step)
+    config.yaml         the resolved config
+    optimizer.pt        AdamW state (training checkpoints; read with torch.load(weights_only=True))
+    scheduler.json      the lr / weight-decay schedule and where it stands
+    state.json          step, epoch, data position, RNG, and the byte size of every file above
+
+`verify_checkpoint` compares the files with the sizes in state.json, so a truncated or
+half-copied checkpoint is named before anything loads it.
+"""
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from pathlib import Path
 
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from djepa.config import Config, load_config
@@ -11,31 +25,86 @@ from djepa.models.djepa import DJEPA, build_model
 from djepa.models.ema import make_ema
 
 
-def save_weights(path: str | Path, model: DJEPA, ema: DJEPA, cfg: Config, extra: dict | None = None) -> Path:
-    """A directory with model.safetensors (model.* and ema.* tensors) and config.yaml, written atomically."""
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def _tensors(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}{k}": v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def save_checkpoint(path: str | Path, cfg: Config, model_state: dict, ema_state: dict, state: dict,
+                    optim_state: dict | None = None, scheduler: dict | None = None) -> Path:
+    """Write the checkpoint directory `path` (temp dir, then rename: a crash never leaves half of one).
+    Takes full (unsharded) state dicts so DDP, FSDP and single-process callers share one format."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
-    meta = {"config_hash": cfg.hash(), **{k: str(v) for k, v in (extra or {}).items()}}
-    save_file(tensors, str(tmp / "model.safetensors"), metadata=meta)
+    meta = {"config_hash": cfg.hash(), "step": str(state.get("step", 0))}
+    save_file(_tensors(model_state, "model.") | _tensors(ema_state, "ema."), str(tmp / "model.safetensors"),
+              metadata=meta)
     (tmp / "config.yaml").write_text(cfg.to_yaml())
+    if optim_state is not None:
+        torch.save(optim_state, tmp / "optimizer.pt")
+    if scheduler is not None:
+        (tmp / "scheduler.json").write_text(json.dumps(scheduler, indent=1))
+    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+    full = {**state, "config_hash": cfg.hash(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}
+    (tmp / "state.json").write_text(json.dumps(full, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
     return path
 
 
-def load_weights(path: str | Path, device="cpu") -> tuple[Config, DJEPA, DJEPA]:
-    """-> (config, model, ema) from a directory written by save_weights."""
+def verify_checkpoint(path: str | Path) -> dict:
+    """-> state.json, after checking that every file it lists is present with its recorded size."""
     path = Path(path)
-    if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{path} holds no model.safetensors: not a djepa checkpoint directory")
+    state_file = path / "state.json"
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist (or is not a directory)")
+    try:
+        state = json.loads(state_file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{state_file} is missing: {path} is not a complete djepa checkpoint") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{state_file} is damaged ({err}); use an earlier checkpoint") from None
+    for name, size in state.get("files", {}).items():
+        f = path / name
+        got = f.stat().st_size if f.is_file() else None
+        if got != size:
+            found = "missing" if got is None else f"{got:,} bytes"
+            raise CheckpointError(f"{f} is damaged: expected {size:,} bytes, found {found} (an interrupted copy "
+                                  f"or a full disk?). Delete {path} to fall back to an earlier checkpoint")
+    return state
+
+
+def load_tensors(path: str | Path, device="cpu") -> tuple[dict, dict]:
+    """-> (model state dict, EMA state dict) from a verified checkpoint."""
+    f = Path(path) / "model.safetensors"
+    try:
+        tensors = load_file(str(f), device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{f} cannot be read ({err}); delete {path} to fall back to an earlier checkpoint")
+    split = ({k[len(p):]: v for k, v in tensors.items() if k.startswith(p)} for p in ("model.", "ema."))
+    return tuple(split)
+
+
+def load_optimizer_state(path: str | Path) -> dict:
+    f = Path(path) / "optimizer.pt"
+    if not f.is_file():
+        raise CheckpointError(f"{f} is missing: {path} holds weights only and cannot resume training")
+    return torch.load(f, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+
+
+def load_weights(path: str | Path, device="cpu") -> tuple[Config, DJEPA, DJEPA]:
+    """-> (config, model, ema) from any djepa checkpoint directory."""
+    path = Path(path)
+    verify_checkpoint(path)
     cfg = load_config(path / "config.yaml")
-    tensors = load_file(str(path / "model.safetensors"), device=str(device))
+    model_state, ema_state = load_tensors(path, device)
     model = build_model(cfg.model, cfg.tokenizer).to(device)
     ema = make_ema(model)
-    for prefix, module in (("model.", model), ("ema.", ema)):
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    model.load_state_dict(model_state)
+    ema.load_state_dict(ema_state)
     return cfg, model, ema

@@ -124,14 +124,26 @@ class ModelConfig(_Strict):
 
 # ----------------------------------------------------------------------------- data / train / sample
 class DataConfig(_Strict):
-    source: Literal["digits", "mnist5k", "folder", "encoded"] = "digits"
-    root: str | None = None  # class-folder tree or encoded dataset, for those sources
+    # Where images come from: the bundled digits / MNIST-5k, or an ImageNet-style root/<class>/<image> tree.
+    source: Literal["digits", "mnist5k", "folder"] = "digits"
+    root: str | None = None  # the class-folder tree, for source=folder
+    # The encoded dataset (Parquet shards + manifest.json) that Ray training streams from.
+    # None: outputs/encoded/<source>-<hash of source and tokenizer>.
+    encoded_dir: str | None = None
     hflip: bool = False  # digits are not mirror-symmetric; ImageNet uses flips
+    on_bad_image: Literal["skip", "fail"] = "fail"  # an unreadable image: count and skip it, or stop
+    encode_batch_size: int = Field(64, ge=1)
+    encode_workers: int = Field(1, ge=1)  # tokenizer actors (one GPU each on a cluster)
+    encode_gpus: float = Field(0.0, ge=0)  # GPUs per tokenizer actor
+    rows_per_file: int = Field(4096, ge=1)  # Parquet shard size
+    shuffle_buffer: int = Field(4096, ge=0)  # rows per worker mixed on top of the per-epoch file shuffle
+    # A small dataset is streamed several epochs per pass, so the ~2 s pipeline start is paid rarely.
+    min_rows_per_pass: int = Field(100_000, ge=1)
 
 
 class TrainConfig(_Strict):
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (local training only; Ray places its workers)
     batch_size: int = Field(64, ge=1)  # global batch
     steps: int = Field(1000, ge=1)
     max_minutes: float | None = Field(None, gt=0)  # wall-clock budget; stops early if reached
@@ -144,7 +156,16 @@ class TrainConfig(_Strict):
     weight_decay_end: float = Field(0.2, ge=0)
     grad_clip: float = Field(3.0, ge=0)  # 0 disables clipping
     log_every: int = Field(50, ge=1)
-    out_dir: str = "outputs/run"
+    out_dir: str = "outputs/run"  # the run directory: checkpoints, previews, run.json
+    # Ray Train
+    workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)  # fractions leave CPUs for Ray Data on small machines
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # fsdp shards parameters and optimizer state (the H preset)
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    preview_every: int = Field(0, ge=0)  # EMA sample grid to MLflow every N steps (0: only at the end)
+    max_failures: int = Field(2, ge=0)  # worker-group restarts from the last checkpoint
 
     @property
     def lr(self) -> float:
@@ -189,6 +210,11 @@ class Config(_Strict):
                 f"sample.ar_steps={self.sample.ar_steps} exceeds the number of tokens "
                 f"{self.tokenizer.num_tokens}; use 1..{self.tokenizer.num_tokens}"
             )
+        if self.train.batch_size % self.train.workers:
+            raise ValueError(f"train.batch_size={self.train.batch_size} is not divisible by "
+                             f"train.workers={self.train.workers}")
+        if self.data.source == "folder" and not self.data.root:
+            raise ValueError("data.source=folder needs data.root (the directory holding one folder per class)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import numpy as np
 
 from djepa.checkpoint import load_weights
 from djepa.config import Config
-from djepa.local import resolve_device, sample_images, train_local, write_preview
-from djepa.samples import balanced_labels
+from djepa.local import resolve_device, train_local
+from djepa.samples import balanced_labels, sample_images, write_preview
 
 
 def class_consistency_report(ema, cfg: Config, device) -> dict[str, float]:

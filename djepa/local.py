@@ -2,7 +2,7 @@
 
 `train_local` streams random batches of an in-memory dataset through `train_step`,
 prints progress, stops at `train.steps` or `train.max_minutes`, and saves the
-model and EMA weights. `sample_images` runs Algorithm 1 and decodes to images.
+model and EMA weights.
 """
 from __future__ import annotations
 
@@ -14,15 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from djepa.checkpoint import save_weights
+from djepa.checkpoint import save_checkpoint
 from djepa.config import Config
 from djepa.data.sources import load_arrays
 from djepa.engine import build_optimizer, train_step
-from djepa.models.djepa import DJEPA, build_model
+from djepa.models.djepa import build_model
 from djepa.models.ema import make_ema
-from djepa.models.sampler import generate
 from djepa.models.tokenizer import build_tokenizer
-from djepa.samples import balanced_labels, save_grid_png, save_npz, to_uint8
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,35 +104,6 @@ def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
             print(f"[train] time budget of {t.max_minutes} min reached at step {step}", flush=True)
             break
     seconds = time.perf_counter() - start
-    ckpt = save_weights(out / "checkpoint", model, ema, cfg, {"step": step})
+    ckpt = save_checkpoint(out / "checkpoint", cfg, model.state_dict(), ema.state_dict(), {"step": step})
     (out / "history.json").write_text(json.dumps(history, indent=1))
     return TrainResult(ckpt, step, seconds, history)
-
-
-@torch.no_grad()
-def sample_images(model: DJEPA, cfg: Config, labels: np.ndarray, cfg_scale: float | None = None,
-                  seed: int | None = None, device: torch.device | str = "cpu", tokenizer=None) -> np.ndarray:
-    """Class-conditional samples -> uint8 (N, H, W, C); batches of sample.batch_size, one generator per run.
-    Pass `tokenizer` to reuse a loaded one (a VAE) across calls."""
-    s = cfg.sample
-    if tokenizer is None:
-        tokenizer = build_tokenizer(cfg.tokenizer).to(device)
-    gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
-    out = []
-    for i in range(0, len(labels), s.batch_size):
-        y = torch.as_tensor(labels[i: i + s.batch_size], device=device)
-        tokens = generate(model, y, s.ar_steps, s.cfg if cfg_scale is None else cfg_scale, s.cfg_schedule,
-                          s.temperature, generator=gen)
-        out.append(to_uint8(tokenizer.decode(tokens)))
-    return np.concatenate(out)
-
-
-def write_preview(model: DJEPA, cfg: Config, out_dir: str | Path, device="cpu") -> dict[str, Path]:
-    """A grid of sample.num_per_class samples per class (a row per sample index, a column per class)."""
-    out = Path(out_dir)
-    labels = balanced_labels(cfg.sample.num_per_class * cfg.model.num_classes, cfg.model.num_classes)
-    images = sample_images(model, cfg, labels, device=device)
-    npz = save_npz(out / "samples.npz", images, labels)
-    scale = max(1, 64 // cfg.tokenizer.image_size)  # small images upscaled for a readable grid
-    png = save_grid_png(out / "samples.png", images, ncol=cfg.model.num_classes, scale=scale)
-    return {"npz": npz, "png": png}

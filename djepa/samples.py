@@ -1,4 +1,4 @@
-"""Sample I/O: class-balanced interleaved labels, ADM-format .npz, and a PNG grid."""
+"""Samples: Algorithm 1 decoded to images, class-balanced interleaved labels, ADM-format .npz, a PNG grid."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from djepa.config import Config
+from djepa.models.sampler import generate
+from djepa.models.tokenizer import build_tokenizer
 
 
 def balanced_labels(n: int, num_classes: int) -> np.ndarray:
@@ -62,3 +66,35 @@ def save_grid_png(path: str | Path, images: np.ndarray, ncol: int, scale: int = 
     path = Path(path)
     _atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
     return path
+
+
+@torch.no_grad()
+def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | None = None,
+                  seed: int | None = None, device: torch.device | str = "cpu", tokenizer=None) -> np.ndarray:
+    """Class-conditional samples -> uint8 (N, H, W, C); batches of sample.batch_size, one generator per run.
+    Pass `tokenizer` to reuse a loaded one (a VAE) across calls."""
+    s = cfg.sample
+    if tokenizer is None:
+        tokenizer = build_tokenizer(cfg.tokenizer).to(device)
+    gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
+    out = []
+    for i in range(0, len(labels), s.batch_size):
+        y = torch.as_tensor(labels[i: i + s.batch_size], device=device)
+        tokens = generate(model, y, s.ar_steps, s.cfg if cfg_scale is None else cfg_scale, s.cfg_schedule,
+                          s.temperature, generator=gen)
+        out.append(to_uint8(tokenizer.decode(tokens)))
+    return np.concatenate(out)
+
+
+def write_preview(model, cfg: Config, out_dir: str | Path, device="cpu", tokenizer=None, stem: str = "samples",
+                  npz: bool = True) -> dict[str, Path]:
+    """A grid of sample.num_per_class samples per class (a row per sample index, a column per class),
+    as <stem>.png and, with npz, the same samples as <stem>.npz."""
+    out = Path(out_dir)
+    labels = balanced_labels(cfg.sample.num_per_class * cfg.model.num_classes, cfg.model.num_classes)
+    images = sample_images(model, cfg, labels, device=device, tokenizer=tokenizer)
+    scale = max(1, 64 // cfg.tokenizer.image_size)  # small images upscaled for a readable grid
+    paths = {"png": save_grid_png(out / f"{stem}.png", images, ncol=cfg.model.num_classes, scale=scale)}
+    if npz:
+        paths["npz"] = save_npz(out / f"{stem}.npz", images, labels)
+    return paths

@@ -44,6 +44,26 @@ def unpatchify(tokens: torch.Tensor, patch: int, grid: tuple[int, ...]) -> torch
     return rearrange(tokens, _PATTERNS[rank][1], **sizes)
 
 
+def moments_shape(cfg: TokenizerConfig) -> tuple[int, int, int]:
+    """Shape of what encode_moments stores per image: pixels, or the VAE's (mean, log-variance)."""
+    if cfg.kind == "vae":
+        side = cfg.image_size // cfg.vae.stride
+        return (2 * cfg.vae.latent_channels, side, side)
+    return (cfg.channels, cfg.image_size, cfg.image_size)
+
+
+def moments_to_tokens(moments: torch.Tensor, cfg: TokenizerConfig,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Stored moments (B, *moments_shape) -> tokens (B, N, D); needs no VAE weights, so training
+    workers that stream encoded data never load the VAE. For a VAE: a fresh posterior sample per call."""
+    if cfg.kind == "vae":
+        mean, logvar = moments.chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        moments = (mean + std * noise) * cfg.vae.scale_factor
+    return patchify(moments, cfg.patch_size)
+
+
 class PixelTokenizer(nn.Module):
     """Raw values in [-1, 1] cut into patches. No parameters; a posterior is the value itself."""
 
@@ -55,7 +75,7 @@ class PixelTokenizer(nn.Module):
         return images  # (B, C, H, W): deterministic, nothing to sample
 
     def moments_to_tokens(self, moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return patchify(moments, self.cfg.patch_size)
+        return moments_to_tokens(moments, self.cfg, generator)
 
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.moments_to_tokens(self.encode_moments(images), generator)
@@ -112,11 +132,7 @@ class VAETokenizer(nn.Module):
         return self.vae.encode(images).latent_dist.parameters
 
     def moments_to_tokens(self, moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        mean, logvar = moments.chunk(2, dim=1)
-        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        latent = (mean + std * noise) * self.cfg.vae.scale_factor  # a fresh posterior sample every call
-        return patchify(latent, self.cfg.patch_size)
+        return moments_to_tokens(moments, self.cfg, generator)
 
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.moments_to_tokens(self.encode_moments(images), generator)

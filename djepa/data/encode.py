@@ -1,0 +1,181 @@
+"""The offline encode job: images -> tokenizer moments (image and its flip) -> Parquet shards + manifest.json.
+
+A Ray Data pipeline: images are read and centre-cropped by CPU tasks, the tokenizer runs
+in `map_batches` on an actor pool (one GPU each on a cluster, CPU locally), and the shards
+are written to a temporary directory that is renamed into place only when complete.
+Re-running on a finished output with the same settings does nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from djepa.config import Config, TokenizerConfig
+from djepa.data.images import IMAGE_EXTENSIONS, decode_image, folder_classes
+from djepa.data.sources import load_arrays
+from djepa.models.tokenizer import moments_shape
+
+FORMAT = "djepa-encoded-v1"
+
+
+def encode_settings(cfg: Config) -> dict:
+    """Everything that changes the encoded bytes; its hash names and guards the output."""
+    t = cfg.tokenizer
+    tok = {"kind": t.kind, "image_size": t.image_size, "channels": t.channels}
+    if t.kind == "vae":
+        tok |= {"vae_weights": t.vae.weights, "vae_subfolder": t.vae.subfolder, "stride": t.vae.stride,
+                "latent_channels": t.vae.latent_channels}
+        if not t.vae.weights:  # a randomly initialised VAE is defined by its architecture
+            tok |= {"block_out_channels": t.vae.block_out_channels, "layers_per_block": t.vae.layers_per_block}
+    root = str(Path(cfg.data.root).resolve()) if cfg.data.source == "folder" else None
+    return {"source": cfg.data.source, "root": root, "tokenizer": tok, "on_bad_image": cfg.data.on_bad_image}
+
+
+def encode_hash(cfg: Config) -> str:
+    return hashlib.sha256(json.dumps(encode_settings(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def encoded_dir(cfg: Config) -> Path:
+    """data.encoded_dir, or outputs/encoded/<source>-<hash> (absolute)."""
+    if cfg.data.encoded_dir:
+        return Path(cfg.data.encoded_dir).resolve()
+    return Path("outputs/encoded", f"{cfg.data.source}-{encode_hash(cfg)}").resolve()
+
+
+class Tokenize:
+    """Actor-pool callable: a batch of images -> posterior moments of each image and of its mirror."""
+
+    def __init__(self, tokenizer: dict):
+        import torch
+
+        from djepa.models.tokenizer import build_tokenizer
+
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.tok = build_tokenizer(TokenizerConfig.model_validate(tokenizer)).to(self.device)
+
+    def __call__(self, batch: dict) -> dict:
+        x = self.torch.from_numpy(np.array(batch["image"], dtype=np.float32)).to(self.device)  # a writable copy
+        with self.torch.no_grad():
+            m = self.tok.encode_moments(x).float().cpu().numpy()  # (B, *moments_shape)
+            mf = self.tok.encode_moments(x.flip(-1)).float().cpu().numpy()
+        return {"key": batch["key"], "label": batch["label"].astype(np.int64), "moments": m, "moments_flip": mf}
+
+
+def _decode_batch(batch: dict, size: int, channels: int, classes: list[str], root: str, on_bad: str,
+                  bad_dir: str) -> dict:
+    """Bytes + paths -> images, labels from the parent folder; unreadable files skipped (listed) or fatal."""
+    images, labels, keys, bad = [], [], [], []
+    index = {c: i for i, c in enumerate(classes)}
+    for data, path in zip(batch["bytes"], batch["path"]):
+        try:
+            images.append(decode_image(data, size, channels))
+        except Exception as err:  # PIL raises many types for a broken file
+            if on_bad == "fail":
+                raise ValueError(f"unreadable image {path}: {err}. Remove the file, or set "
+                                 f"data.on_bad_image=skip to skip and count such files") from None
+            bad.append(f"{path}\t{type(err).__name__}: {err}")
+            continue
+        labels.append(index[Path(path).parent.name])
+        keys.append(str(Path(path).relative_to(root)))
+    if bad:
+        Path(bad_dir, f"{uuid.uuid4().hex}.txt").write_text("\n".join(bad) + "\n")
+    arr = np.stack(images) if images else np.zeros((0, channels, size, size), np.float32)
+    return {"image": arr, "label": np.asarray(labels, np.int64), "key": np.asarray(keys, dtype=object)}
+
+
+def _source_dataset(cfg: Config, bad_dir: Path):
+    """-> (Ray Dataset with image/label/key columns, class names)."""
+    import ray.data
+
+    t = cfg.tokenizer
+    if cfg.data.source == "folder":
+        root = str(Path(cfg.data.root).resolve())
+        classes = folder_classes(root)
+        ds = ray.data.read_binary_files(root, include_paths=True, file_extensions=IMAGE_EXTENSIONS)
+        fn_kwargs = dict(size=t.image_size, channels=t.channels, classes=classes, root=root,
+                         on_bad=cfg.data.on_bad_image, bad_dir=str(bad_dir))
+        return ds.map_batches(_decode_batch, fn_kwargs=fn_kwargs, batch_size=cfg.data.encode_batch_size), classes
+    images, labels = load_arrays(cfg.data.source)
+    if images.shape[1:] != (t.channels, t.image_size, t.image_size):
+        raise ValueError(f"data.source={cfg.data.source} gives images {images.shape[1:]}, but the tokenizer expects "
+                         f"(tokenizer.channels, tokenizer.image_size, tokenizer.image_size) = "
+                         f"{(t.channels, t.image_size, t.image_size)}")
+    keys = [f"{cfg.data.source}/{i:06d}" for i in range(len(images))]
+    items = [{"image": im, "label": y, "key": k} for im, y, k in zip(images, labels, keys)]
+    return ray.data.from_items(items), [str(c) for c in range(int(labels.max()) + 1)]
+
+
+def _shard_files(shards: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [{"name": f"shards/{p.name}", "rows": pq.ParquetFile(p).metadata.num_rows, "bytes": p.stat().st_size}
+            for p in sorted(shards.glob("*.parquet"))]
+
+
+def encode(cfg: Config, out: str | Path | None = None) -> dict:
+    """Encode cfg.data's images with cfg.tokenizer into `out` (default encoded_dir(cfg)); returns the manifest."""
+    import ray
+
+    out = Path(out).resolve() if out else encoded_dir(cfg)
+    settings, digest = encode_settings(cfg), encode_hash(cfg)
+    if (out / "manifest.json").is_file():
+        manifest = json.loads((out / "manifest.json").read_text())
+        if manifest.get("encode_hash") != digest:
+            raise FileExistsError(
+                f"{out} already holds a dataset encoded with other settings ({manifest.get('settings')}); "
+                f"choose another data.encoded_dir or delete that directory")
+        print(f"[encode] {out} is already complete ({manifest['rows']:,} rows); nothing to do", flush=True)
+        return manifest
+    if out.exists():
+        raise FileExistsError(f"{out} exists but holds no manifest.json (an unfinished or foreign directory); "
+                              f"delete it or choose another data.encoded_dir")
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    (tmp / "_bad").mkdir(parents=True)
+    start = time.perf_counter()
+    try:
+        if not ray.is_initialized():
+            ray.init()
+        ds, classes = _source_dataset(cfg, tmp / "_bad")
+        gpus = cfg.data.encode_gpus
+        ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer": cfg.tokenizer.model_dump(mode="json")},
+                            batch_size=cfg.data.encode_batch_size, num_gpus=gpus or None,
+                            compute=ray.data.ActorPoolStrategy(size=cfg.data.encode_workers))
+        print(f"[encode] {cfg.data.source} -> {out} with the {cfg.tokenizer.kind} tokenizer, "
+              f"{cfg.data.encode_workers} tokenizer actor(s)", flush=True)
+        ds.write_parquet(str(tmp / "shards"), min_rows_per_file=cfg.data.rows_per_file)
+        bad = [line for p in sorted((tmp / "_bad").glob("*.txt")) for line in p.read_text().splitlines()]
+        shutil.rmtree(tmp / "_bad")
+        if bad:
+            (tmp / "bad_images.txt").write_text("\n".join(sorted(bad)) + "\n")
+        files = _shard_files(tmp / "shards")
+        rows = sum(f["rows"] for f in files)
+        if rows == 0:
+            raise ValueError(f"no image of data.source={cfg.data.source} could be encoded ({len(bad)} unreadable)")
+        t, shape = cfg.tokenizer, moments_shape(cfg.tokenizer)
+        manifest = {
+            "format": FORMAT, "source": cfg.data.source, "root": settings["root"], "classes": classes,
+            "num_classes": len(classes), "rows": rows, "skipped": len(bad),
+            "tokenizer": t.kind, "vae": t.vae.weights if t.kind == "vae" else None,
+            "scale_factor": t.vae.scale_factor if t.kind == "vae" else None,
+            # moments hold (mean, log-variance) for a VAE, so twice the latent channels
+            "moments_shape": list(shape), "latent_shape": [shape[0] // (2 if t.kind == "vae" else 1), *shape[1:]],
+            "dtype": "float32", "columns": ["key", "label", "moments", "moments_flip"], "files": files,
+            "settings": settings, "encode_hash": digest, "config_hash": cfg.hash(),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        tmp.rename(out)  # the output appears only when complete
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    skipped = f", {len(bad)} unreadable image(s) skipped (listed in {out / 'bad_images.txt'})" if bad else ""
+    print(f"[encode] wrote {rows:,} rows in {len(files)} shard(s) to {out} in {manifest['seconds']} s{skipped}",
+          flush=True)
+    return manifest

@@ -1,0 +1,123 @@
+"""Reading an encoded dataset for training: checks up front, a streaming Ray Dataset, batches -> tokens.
+
+`open_encoded` runs in the driver before any worker starts: a missing directory, a
+manifest written for another tokenizer, or a truncated Parquet shard is named there,
+with what to do. Workers then stream their shard; `batch_tokens` picks the image or
+its mirror per row and draws a fresh posterior sample, so no two epochs see the same tokens.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from djepa.config import Config
+from djepa.data.encode import FORMAT
+from djepa.models.tokenizer import moments_shape, moments_to_tokens
+
+
+class DatasetError(RuntimeError):
+    """An encoded dataset that cannot be used; the message names the file and the fix."""
+
+
+def _reencode_hint(cfg: Config, path: Path) -> str:
+    return (f"encode it with `python jobs/encode.py --config <your config> --set data.encoded_dir={path}` "
+            f"(data.source={cfg.data.source})")
+
+
+def open_encoded(cfg: Config, path: str | Path) -> dict:
+    """Validate the encoded dataset at `path` against cfg's tokenizer and model; -> its manifest."""
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not path.is_dir():
+        raise DatasetError(f"encoded dataset {path} does not exist; {_reencode_hint(cfg, path)}")
+    if not mf.is_file():
+        raise DatasetError(f"{mf} is missing: {path} is not a finished encoded dataset; {_reencode_hint(cfg, path)}")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{mf} is not valid JSON ({err}); re-create the dataset: {_reencode_hint(cfg, path)}")
+    if manifest.get("format") != FORMAT:
+        raise DatasetError(f"{mf} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+    t = cfg.tokenizer
+    want = {"tokenizer": t.kind, "moments_shape": list(moments_shape(t)),
+            "vae": t.vae.weights if t.kind == "vae" else None}
+    got = {k: manifest.get(k) for k in want}
+    if got != want:
+        # scale_factor and patch_size are applied when tokens are drawn, so they may differ from the manifest
+        raise DatasetError(f"{mf} was encoded with {got}, but the config's tokenizer needs {want}. Point "
+                           f"data.encoded_dir at a matching dataset, or {_reencode_hint(cfg, path)}")
+    if manifest["num_classes"] > cfg.model.num_classes:
+        raise DatasetError(f"{mf} has {manifest['num_classes']} classes but model.num_classes="
+                           f"{cfg.model.num_classes}; raise model.num_classes")
+    _check_shards(path, manifest, cfg)
+    return manifest
+
+
+def _check_shards(path: Path, manifest: dict, cfg: Config) -> None:
+    """Read every shard's footer (cheap: metadata only) and compare row counts with the manifest."""
+    import pyarrow.parquet as pq
+
+    for f in manifest["files"]:
+        shard = path / f["name"]
+        try:
+            rows = pq.ParquetFile(shard).metadata.num_rows
+        except FileNotFoundError:
+            raise DatasetError(f"shard {shard} listed in {path / 'manifest.json'} is missing; restore it, "
+                               f"or delete {path} and {_reencode_hint(cfg, path)}") from None
+        except Exception as err:  # pyarrow raises ArrowInvalid / OSError for a damaged footer
+            raise DatasetError(f"shard {shard} is corrupt ({type(err).__name__}: {err}); delete {path} and "
+                               f"{_reencode_hint(cfg, path)}") from None
+        if rows != f["rows"]:
+            raise DatasetError(f"shard {shard} has {rows} rows but the manifest says {f['rows']}; delete {path} "
+                               f"and {_reencode_hint(cfg, path)}")
+
+
+def epochs_per_pass(cfg: Config, rows: int) -> int:
+    """Epochs in one pass of the stream: 1 for ImageNet, many for the bundled digits."""
+    return max(1, -(-cfg.data.min_rows_per_pass // rows))
+
+
+def read_shard(path: str | Path, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """One Parquet shard -> {key, label, moments, moments_flip} arrays (also without Ray's tensor type)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(str(path))
+    out = {"key": table["key"].to_numpy(zero_copy_only=False), "label": table["label"].to_numpy()}
+    for name in ("moments", "moments_flip"):
+        arr = table[name].combine_chunks()
+        arr = getattr(arr, "storage", arr)  # Ray's tensor extension type wraps a flat list array
+        out[name] = np.asarray(arr.flatten(), dtype=np.float32).reshape(len(arr), *shape)
+    return out
+
+
+def _read_shards(batch: dict, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    parts = [read_shard(p, shape) for p in batch["path"]]
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("label", "moments", "moments_flip")}
+
+
+def training_dataset(cfg: Config, path: str | Path, manifest: dict):
+    """A lazy Ray Dataset: every shard epochs_per_pass times per pass, in a new random order each pass
+    (rows are further mixed in each worker's shuffle buffer). Read tasks stream one shard at a time."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the training loop reports progress
+    files = [str(Path(path) / f["name"]) for f in manifest["files"]] * epochs_per_pass(cfg, manifest["rows"])
+    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
+    return ds.randomize_block_order().map_batches(_read_shards, fn_kwargs={"shape": tuple(manifest["moments_shape"])},
+                                                  batch_size=1)
+
+
+def batch_tokens(batch: dict, cfg: Config, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """{label, moments, moments_flip} -> (tokens (B, N, D), labels (B,)): per row the image or its mirror
+    (when data.hflip), then a fresh posterior sample (VAE) or the pixels themselves."""
+    moments = batch["moments"].to(device, torch.float32, non_blocking=True)  # (B, *moments_shape)
+    if cfg.data.hflip:
+        flipped = batch["moments_flip"].to(device, torch.float32, non_blocking=True)
+        pick = torch.rand(len(moments), generator=generator, device=device) < 0.5
+        moments = torch.where(pick.view(-1, 1, 1, 1), flipped, moments)
+    tokens = moments_to_tokens(moments, cfg.tokenizer, generator)
+    return tokens, batch["label"].to(device, torch.long, non_blocking=True)

@@ -1,0 +1,156 @@
+"""MLflow tracking that never stops training.
+
+The driver creates (or, on resume, reopens) the run and logs the resolved config and the
+dataset manifest; rank 0 gets the run id and logs metrics and sample grids through a
+`Tracker`. Every MLflow call is guarded: if the server cannot be reached the job goes on
+with a warning, and the metrics stay in the run directory's metrics.jsonl.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from djepa.config import Config
+
+# A dead server must not stall a training step for minutes of HTTP retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def tracking_uri(cfg: Config) -> str:
+    """tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db (absolute, since Ray moves cwd)."""
+    uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return (f"`mlflow ui --backend-store-uri {uri}` then "
+            f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'}: every leaf of the config as one MLflow param."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flatten(v, f"{key}.")
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+def _reachable(uri: str) -> str | None:
+    """None if the store answers, else why not."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+class Tracker:
+    """MLflow calls for one run; a failure warns once and turns tracking off (training goes on)."""
+
+    def __init__(self, uri: str | None, run_id: str | None, experiment_id: str | None = None):
+        self.uri, self.run_id, self.experiment_id = uri, run_id, experiment_id
+        self.client = None
+        if uri and run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=uri)
+
+    @property
+    def active(self) -> bool:
+        return self.client is not None
+
+    @property
+    def url(self) -> str | None:
+        return run_url(self.uri, self.experiment_id, self.run_id) if self.run_id else None
+
+    def _call(self, what: str, fn, *args, **kwargs) -> Any:
+        if self.client is None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            warnings.warn(f"MLflow {what} failed ({type(err).__name__}: {err}); tracking is off for the rest "
+                          f"of this process, training continues (metrics stay in metrics.jsonl)", stacklevel=2)
+            self.client = None
+            return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._call("log_metrics", lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+            self._call("log_params", lambda chunk=items[i:i + 100]: self.client.log_batch(self.run_id, params=chunk))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._call("log_artifact", lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def log_dict(self, data: dict, name: str) -> None:
+        self._call("log_dict", lambda: self.client.log_dict(self.run_id, data, name))
+
+    def set_tag(self, key: str, value: str) -> None:
+        self._call("set_tag", lambda: self.client.set_tag(self.run_id, key, str(value)))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._call("set_terminated", lambda: self.client.set_terminated(self.run_id, status))
+
+
+def start_run(cfg: Config, run_dir: Path, manifest: dict | None, run_id: str | None = None) -> Tracker:
+    """Driver side: create the run (or reopen `run_id` on resume), log config params and the manifest.
+    Creating the SQLite database here, before any worker, avoids the concurrent-migration race."""
+    uri = tracking_uri(cfg)
+    problem = _reachable(uri)
+    if problem:
+        warnings.warn(f"MLflow tracking server {uri} is unreachable ({problem}); training runs without MLflow "
+                      f"(metrics go to {run_dir / 'metrics.jsonl'}). Set tracking.tracking_uri or "
+                      f"MLFLOW_TRACKING_URI to a live server to track", stacklevel=2)
+        return Tracker(None, None)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+        if run_id is None:
+            run_id = client.create_run(exp_id, run_name=cfg.tracking.run_name or run_dir.name,
+                                       tags={"djepa.run_dir": str(run_dir)}).info.run_id
+            old = {}
+        else:
+            client.update_run(run_id, status="RUNNING")
+            old = client.get_run(run_id).data.params
+    except Exception as err:
+        warnings.warn(f"MLflow at {uri} failed ({type(err).__name__}: {err}); training runs without MLflow",
+                      stacklevel=2)
+        return Tracker(None, None)
+    tracker = Tracker(uri, run_id, exp_id)
+    params = flatten(cfg.to_dict())
+    # Params are immutable in MLflow: a value changed on resume (e.g. more train.steps) becomes a tag.
+    tracker.log_params({k: v for k, v in params.items() if k not in old})
+    for k, v in params.items():
+        if k in old and old[k] != v[:6000]:
+            tracker.set_tag(f"resume.{k}", f"{old[k]} -> {v}")
+    tracker.set_tag("djepa.config_hash", cfg.hash())
+    if manifest is not None:
+        tracker.log_dict(manifest, "dataset/manifest.json")
+    return tracker
