@@ -7,8 +7,10 @@ Re-running on a finished output with the same settings does nothing.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import re
 import shutil
 import time
 import uuid
@@ -46,6 +48,10 @@ def encoded_dir(cfg: Config) -> Path:
     if cfg.data.encoded_dir:
         return Path(cfg.data.encoded_dir).resolve()
     return Path("outputs/encoded", f"{cfg.data.source}-{encode_hash(cfg)}").resolve()
+
+
+class BadImageError(ValueError):
+    """An image that cannot be decoded, with data.on_bad_image=fail."""
 
 
 class Tokenize:
@@ -172,9 +178,20 @@ def encode(cfg: Config, out: str | Path | None = None) -> dict:
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         tmp.rename(out)  # the output appears only when complete
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        found = re.search(r"Error: (unreadable image [^\n]*)", str(err))
+        if not found:
+            raise
+        failure = found.group(1)
+    else:
+        failure = None
+    # Ray Data releases the tokenizer actors only when the dataset is collected, and its plan holds
+    # reference cycles: collect now, or a later job in this process waits forever for their CPUs.
+    ds = None
+    gc.collect()
+    if failure:  # a clean error: Ray's traceback would keep the dataset (and its actors) alive
+        raise BadImageError(failure)
     skipped = f", {len(bad)} unreadable image(s) skipped (listed in {out / 'bad_images.txt'})" if bad else ""
     print(f"[encode] wrote {rows:,} rows in {len(files)} shard(s) to {out} in {manifest['seconds']} s{skipped}",
           flush=True)

@@ -93,16 +93,19 @@ def build_vae(cfg: VAEConfig, channels: int = 3):
         vae = AutoencoderKL.from_pretrained(cfg.weights, subfolder=cfg.subfolder)
     elif cfg.allow_random_init:
         n = len(cfg.block_out_channels)
-        vae = AutoencoderKL(
-            in_channels=channels,
-            out_channels=channels,
-            down_block_types=("DownEncoderBlock2D",) * n,
-            up_block_types=("UpDecoderBlock2D",) * n,
-            block_out_channels=tuple(cfg.block_out_channels),
-            layers_per_block=cfg.layers_per_block,
-            latent_channels=cfg.latent_channels,
-            norm_num_groups=cfg.norm_num_groups,
-        )
+        # Seeded: the encode actors, training previews and evaluators must all build the same random VAE.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            vae = AutoencoderKL(
+                in_channels=channels,
+                out_channels=channels,
+                down_block_types=("DownEncoderBlock2D",) * n,
+                up_block_types=("UpDecoderBlock2D",) * n,
+                block_out_channels=tuple(cfg.block_out_channels),
+                layers_per_block=cfg.layers_per_block,
+                latent_channels=cfg.latent_channels,
+                norm_num_groups=cfg.norm_num_groups,
+            )
     else:
         raise ValueError(
             "tokenizer.vae.weights is not set: give a local directory or hub id of a diffusers "

@@ -74,6 +74,12 @@ class Progress:
         self.t0 = self.last = time.perf_counter()
         self.start_step = self.last_step = start_step
 
+    def event(self, name: str, **info) -> None:
+        """A line in metrics.jsonl and on the console for things that happen once (a resume)."""
+        say(f"[train] {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps({"event": name, **info}) + "\n")
+
     def log(self, step: int, epoch: float, means: dict[str, float], lr: float, grad_norm: float) -> dict:
         t, now = self.cfg.train, time.perf_counter()
         rate = (step - self.last_step) * t.batch_size / max(now - self.last, 1e-9)
@@ -157,13 +163,13 @@ def train_worker(config: dict) -> None:
         model.load_state_dict(model_sd)
         ema.load_state_dict(ema_sd)
         opt.load_state_dict(load_optimizer_state(ckpt))
-        if rank == 0:
-            say(f"[train] resumed from {ckpt} at step {state['step']}")
     net = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model  # DDP
 
     tracker = Tracker(config.get("tracking_uri"), config.get("run_id"), config.get("experiment_id")) \
         if rank == 0 else Tracker(None, None)
     progress = Progress(cfg, run_dir, tracker, state["step"], world) if rank == 0 else None
+    if ckpt and progress:
+        progress.event("resumed", step=state["step"], checkpoint=str(ckpt))
     rows, per_worker = config["rows"], t.batch_size // world
     steps_per_pass = (rows * epochs_per_pass(cfg, rows) // world) // per_worker
     if steps_per_pass == 0:
