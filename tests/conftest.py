@@ -31,3 +31,13 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def encoded_digits(ray_session, tmp_path_factory):
+    """The bundled digits encoded once for the suite (pixel tokenizer, 4 shards)."""
+    from djepa.data.encode import encode
+
+    out = tmp_path_factory.mktemp("encoded") / "digits"
+    encode(tiny_config(f"data.encoded_dir={out}", "data.rows_per_file=500"))
+    return out

@@ -21,9 +21,13 @@ from djepa.platform.tracking import flatten, start_run, tracking_uri
 BUNDLED = ("digits", "mnist5k")  # small enough to encode on the fly when the encoded copy is missing
 
 
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint directories, oldest first (names carry the zero-padded step)."""
+    return sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
-    return ckpts[-1] if ckpts else None
+    return (checkpoints(run_dir) or [None])[-1]
 
 
 def _check_same_model(cfg: Config, ckpt: Path) -> None:
@@ -54,7 +58,7 @@ def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Pat
         try:
             verify_checkpoint(ckpt)
         except CheckpointError as err:
-            older = [str(p) for p in sorted(run_dir.glob("checkpoint_*")) if p != ckpt]
+            older = [str(p) for p in checkpoints(run_dir) if p != ckpt]
             hint = f" or continue from an earlier one with --resume-from {older[-1]}" if older else ""
             raise CheckpointError(f"{err}{hint}") from None
         _check_same_model(cfg, ckpt)

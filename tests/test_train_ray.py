@@ -1,0 +1,74 @@
+"""Ray Train on the local session Ray: two DDP workers learn, checkpoint, survive an injected failure,
+continue a finished run, stop on NaN, and record it all in one MLflow run."""
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from djepa.checkpoint import verify_checkpoint
+from djepa.engine import lr_at
+from djepa.platform.trainer import checkpoints, train
+
+
+def ray_config(tiny, tmp_path, data, *extra):
+    return tiny(f"data.encoded_dir={data}", f"train.out_dir={tmp_path / 'run'}",
+                f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "tracking.experiment=test",
+                "train.workers=2", "train.cpus_per_worker=0.5", "train.batch_size=64", "train.blr=4e-3",
+                "train.checkpoint_every=10", "train.keep_checkpoints=2", "train.log_every=5",
+                "train.warmup_steps=38", "sample.num_per_class=1", "train.max_minutes=null", *extra)
+
+
+def events(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, encoded_digits, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.setenv("DJEPA_FAULT", "fail@13")  # the last rank raises once, before step 14
+    cfg = ray_config(tiny, tmp_path, encoded_digits, "train.steps=30")
+    summary = train(cfg)
+    assert summary["status"] == "finished" and summary["step"] == 30
+    assert (run / ".fault-fail-13").exists()  # the failure did happen
+    assert [e["step"] for e in events(run) if e.get("event") == "resumed"] == [10]  # from the last checkpoint
+    logged = [e for e in events(run) if "loss" in e]
+    assert [e["step"] for e in logged] == [5, 10, 15, 20, 25, 30]  # steps 11-13 redone, none lost
+    assert logged[-1]["loss"] < 0.8 * logged[0]["loss"]
+    assert [p.name for p in checkpoints(run)] == ["checkpoint_0000020", "checkpoint_0000030"]
+    assert verify_checkpoint(run / "checkpoint_0000030")["step"] == 30
+
+    # continue the finished run: the step count and the warm-up go on where they stopped
+    monkeypatch.delenv("DJEPA_FAULT")
+    more = ray_config(tiny, tmp_path, encoded_digits, "train.steps=40")
+    assert train(more, resume=True)["step"] == 40
+    logged = [e for e in events(run) if "loss" in e]
+    assert [e["step"] for e in logged] == [5, 10, 15, 20, 25, 30, 35, 40]
+    for e in logged:  # lr logged at step k is the lr of step index k-1 of one uninterrupted schedule
+        assert e["lr"] == pytest.approx(lr_at(e["step"] - 1, more.train))
+    assert logged[-1]["lr"] > logged[-3]["lr"]  # still warming up across the resume
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("test")
+    (mlrun,) = client.search_runs([exp.experiment_id])  # one run across the failure and the resume
+    assert mlrun.data.params["model.width"] == "32" and mlrun.data.params["train.workers"] == "2"
+    assert mlrun.data.tags["resume.train.steps"] == "30 -> 40"
+    for key in ("loss_d", "loss_p", "lr", "grad_norm"):
+        assert [m.step for m in client.get_metric_history(mlrun.info.run_id, key)] == [5, 10, 15, 20, 25, 30, 35, 40]
+    samples = [a.path for a in client.list_artifacts(mlrun.info.run_id, "samples")]
+    assert samples == ["samples/step_0000030.png", "samples/step_0000040.png"]
+    assert [a.path for a in client.list_artifacts(mlrun.info.run_id, "dataset")] == ["dataset/manifest.json"]
+    assert mlrun.data.tags["djepa.checkpoint"] == str(run / "checkpoint_0000040")
+    assert client.get_run(mlrun.info.run_id).info.status == "FINISHED"
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(ray_session, tiny, tmp_path, encoded_digits, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.setenv("DJEPA_FAULT", "nan@7")
+    cfg = ray_config(tiny, tmp_path, encoded_digits, "train.workers=1", "train.steps=20", "train.checkpoint_every=5")
+    with pytest.raises(FloatingPointError, match=r"NaN/inf at step 8.*checkpoint \(step 5\) is intact"):
+        train(cfg)
+    assert [p.name for p in checkpoints(run)] == ["checkpoint_0000005"]
+    assert verify_checkpoint(run / "checkpoint_0000005")["step"] == 5
+    assert json.loads((run / "status.json").read_text())["status"] == "nan"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert mlrun.info.status == "FAILED"
