@@ -213,8 +213,6 @@ class Config(_Strict):
         if self.train.batch_size % self.train.workers:
             raise ValueError(f"train.batch_size={self.train.batch_size} is not divisible by "
                              f"train.workers={self.train.workers}")
-        if self.data.source == "folder" and not self.data.root:
-            raise ValueError("data.source=folder needs data.root (the directory holding one folder per class)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -72,3 +72,19 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(ray_session, tiny, tmp_pat
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (mlrun,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert mlrun.info.status == "FAILED"
+
+
+def test_fsdp_shards_recovers_and_saves_plain_weights(ray_session, tiny, tmp_path, encoded_digits, monkeypatch):
+    from djepa.checkpoint import load_weights
+
+    run = tmp_path / "run"
+    monkeypatch.setenv("DJEPA_FAULT", "fail@7")  # the restart loads a checkpoint into the shards
+    cfg = ray_config(tiny, tmp_path, encoded_digits, "train.parallel=fsdp", "train.steps=10",
+                     "train.checkpoint_every=5", "train.warmup_steps=2")
+    assert train(cfg)["step"] == 10
+    assert [e["step"] for e in events(run) if e.get("event") == "resumed"] == [5]
+    logged = [e for e in events(run) if "loss" in e]
+    assert [e["step"] for e in logged] == [5, 10] and logged[1]["loss"] < logged[0]["loss"]
+    saved, model, ema = load_weights(run / "checkpoint_0000010")  # full tensors under plain names
+    assert saved.train.parallel == "fsdp"
+    assert any((p - q).abs().max() > 0 for p, q in zip(model.parameters(), ema.parameters()))

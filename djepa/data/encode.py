@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from djepa.config import Config, TokenizerConfig
+from djepa.config import Config, ConfigError, TokenizerConfig
 from djepa.data.images import IMAGE_EXTENSIONS, decode_image, folder_classes
 from djepa.data.sources import load_arrays
 from djepa.models.tokenizer import moments_shape
@@ -28,6 +28,8 @@ FORMAT = "djepa-encoded-v1"
 
 def encode_settings(cfg: Config) -> dict:
     """Everything that changes the encoded bytes; its hash names and guards the output."""
+    if cfg.data.source == "folder" and not cfg.data.root:
+        raise ConfigError("data.source=folder needs data.root (the directory holding one folder per class)")
     t = cfg.tokenizer
     tok = {"kind": t.kind, "image_size": t.image_size, "channels": t.channels}
     if t.kind == "vae":

@@ -29,6 +29,7 @@ from djepa.engine import build_optimizer, lr_at, train_step, weight_decay_at
 from djepa.local import _fmt_eta
 from djepa.models.djepa import build_model
 from djepa.models.ema import make_ema
+from djepa.platform.parallel import full_state, gathered_ema, load_full_state, shard
 from djepa.platform.tracking import Tracker
 from djepa.samples import write_preview
 
@@ -102,6 +103,7 @@ def save_and_report(cfg: Config, model, ema, opt, state: dict, metrics: dict, ra
     """Every rank reports (it is a barrier); rank 0 attaches the checkpoint directory."""
     step = state["step"]
     name = f"checkpoint_{step:07d}"
+    model_sd, ema_sd, optim_sd = full_state(model, ema, opt)  # a collective under FSDP
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         return
@@ -109,15 +111,18 @@ def save_and_report(cfg: Config, model, ema, opt, state: dict, metrics: dict, ra
     scheduler = {"kind": t.lr_schedule, "base_lr": t.lr, "warmup_steps": t.warmup_steps, "steps": t.steps,
                  "lr": lr_at(step, t), "weight_decay": weight_decay_at(step, t), "next_step": step}
     with tempfile.TemporaryDirectory(prefix="djepa-ckpt-") as tmp:
-        path = save_checkpoint(Path(tmp) / name, cfg, model.state_dict(), ema.state_dict(), state,
-                               optim_state=opt.state_dict(), scheduler=scheduler)
+        path = save_checkpoint(Path(tmp) / name, cfg, model_sd, ema_sd, {**state, "parallel": t.parallel},
+                               optim_state=optim_sd, scheduler=scheduler)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(path)),
                          checkpoint_dir_name=name)
 
 
 def preview(cfg: Config, ema, run_dir: Path, step: int, device, tracker: Tracker, cache: dict) -> None:
-    """Rank 0: an EMA sample grid to previews/step_XXXXXXX.png and the MLflow run's samples/."""
+    """Rank 0 (the one given an EMA): a sample grid to previews/step_XXXXXXX.png and MLflow's samples/."""
     from djepa.models.tokenizer import build_tokenizer
+
+    if ema is None:
+        return
 
     if "tokenizer" not in cache:  # a VAE decoder loads once, and only on rank 0
         cache["tokenizer"] = build_tokenizer(cfg.tokenizer).to(device)
@@ -153,17 +158,17 @@ def train_worker(config: dict) -> None:
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, cfg.tokenizer).to(device)
     ema = make_ema(model)
+    net, ema = shard(model, ema, t.parallel, world)  # the optimizer must see the sharded parameters
     opt = build_optimizer(model, t, fused=device.type == "cuda")
     state = {"step": 0, "pass": 0, "batch_in_pass": 0}  # data position: pass of the stream, batches into it
     ckpt = pick_checkpoint(_checkpoint_dir(ray.train.get_checkpoint()), config.get("resume_from"))
     if ckpt:
         saved = verify_checkpoint(ckpt)
+        if saved.get("parallel", "ddp") != t.parallel:
+            raise ValueError(f"{ckpt} was saved with train.parallel={saved.get('parallel')}; resume with that")
         state = {k: saved[k] for k in state}
-        model_sd, ema_sd = load_tensors(ckpt, device)
-        model.load_state_dict(model_sd)
-        ema.load_state_dict(ema_sd)
-        opt.load_state_dict(load_optimizer_state(ckpt))
-    net = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model  # DDP
+        model_sd, ema_sd = load_tensors(ckpt, "cpu")
+        load_full_state(model, ema, opt, model_sd, ema_sd, load_optimizer_state(ckpt))
 
     tracker = Tracker(config.get("tracking_uri"), config.get("run_id"), config.get("experiment_id")) \
         if rank == 0 else Tracker(None, None)
@@ -175,11 +180,11 @@ def train_worker(config: dict) -> None:
     if steps_per_pass == 0:
         raise ValueError(f"{rows} rows cannot fill one batch of {per_worker} on each of {world} workers; "
                          f"lower train.batch_size")
-    shard = ray.train.get_dataset_shard("train")
+    stream = ray.train.get_dataset_shard("train")
     step, cache, stop, start = state["step"], {}, None, time.perf_counter()
     last_saved = step if ckpt else -1
     while step < t.steps and stop is None:
-        for batch in shard.iter_torch_batches(batch_size=per_worker, drop_last=True,
+        for batch in stream.iter_torch_batches(batch_size=per_worker, drop_last=True,
                                               local_shuffle_buffer_size=cfg.data.shuffle_buffer or None):
             torch.manual_seed(step_seed(t.seed, rank, step))
             tokens, labels = batch_tokens(batch, cfg, None, device)
@@ -205,8 +210,8 @@ def train_worker(config: dict) -> None:
                 metrics = dict(zip(("loss", "loss_d", "loss_p"), means.tolist()))
                 if progress:
                     progress.log(step, epoch, metrics, res.lr, res.grad_norm)
-            if t.preview_every and step % t.preview_every == 0 and rank == 0:
-                preview(cfg, ema, run_dir, step, device, tracker, cache)
+            if t.preview_every and step % t.preview_every == 0:
+                preview(cfg, gathered_ema(ema, cfg), run_dir, step, device, tracker, cache)
             state["step"], state["batch_in_pass"] = step, state["batch_in_pass"] + 1
             pass_done = state["batch_in_pass"] >= steps_per_pass
             if pass_done:
@@ -219,8 +224,9 @@ def train_worker(config: dict) -> None:
                 break
         else:  # the shard ran dry before steps_per_pass (uneven files): the pass is over
             state["pass"], state["batch_in_pass"] = state["pass"] + 1, 0
+    final_ema = gathered_ema(ema, cfg) if stop != "nan" else None  # a collective under FSDP
     if rank == 0:
-        _finish(cfg, ema, run_dir, step, stop, last_saved, device, tracker, cache)
+        _finish(cfg, final_ema, run_dir, step, stop, last_saved, device, tracker, cache)
 
 
 def _finish(cfg, ema, run_dir: Path, step: int, stop: str | None, last_saved: int, device, tracker, cache) -> None:
@@ -230,7 +236,8 @@ def _finish(cfg, ema, run_dir: Path, step: int, stop: str | None, last_saved: in
                f"checkpoint (step {last_saved}) is intact: lower train.blr or raise train.warmup_steps, then "
                f"continue with --resume")
     else:
-        preview(cfg, ema, run_dir, step, device, tracker, cache)
+        if not (cfg.train.preview_every and step % cfg.train.preview_every == 0):  # not drawn just now
+            preview(cfg, ema, run_dir, step, device, tracker, cache)
         msg = f"time budget of {cfg.train.max_minutes} min reached" if stop == "time" else "finished"
     status = {"status": stop or "finished", "step": step, "message": msg, "pid": os.getpid()}
     (run_dir / "status.json").write_text(json.dumps(status, indent=1))
