@@ -56,7 +56,7 @@ def _fake_run(cfg, run):
     opt = torch.optim.AdamW(model.parameters())
     for step in (5, 10):
         save_checkpoint(run / f"checkpoint_{step:07d}", cfg, model.state_dict(), make_ema(model).state_dict(),
-                        {"step": step, "pass": 0, "batch_in_pass": step}, optim_state=opt.state_dict())
+                        {"step": step, "pass": 0, "batch_in_pass": step, "parallel": "ddp"}, optim_state=opt.state_dict())
     return run
 
 
@@ -86,3 +86,5 @@ def test_run_directory_rules(tiny, tmp_path):
         prepare_run(cfg, resume=False, resume_from=None)
     with pytest.raises(ConfigError, match=r"model differs .*model.width: 32 -> 48"):
         prepare_run(tiny(f"train.out_dir={tmp_path / 'run'}", "model.width=48"), resume=True, resume_from=None)
+    with pytest.raises(ConfigError, match=r"saved with train.parallel=ddp; resume with --set train.parallel=ddp"):
+        prepare_run(tiny(f"train.out_dir={tmp_path / 'run'}", "train.parallel=fsdp"), resume=True, resume_from=None)

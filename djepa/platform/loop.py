@@ -163,9 +163,7 @@ def train_worker(config: dict) -> None:
     state = {"step": 0, "pass": 0, "batch_in_pass": 0}  # data position: pass of the stream, batches into it
     ckpt = pick_checkpoint(_checkpoint_dir(ray.train.get_checkpoint()), config.get("resume_from"))
     if ckpt:
-        saved = verify_checkpoint(ckpt)
-        if saved.get("parallel", "ddp") != t.parallel:
-            raise ValueError(f"{ckpt} was saved with train.parallel={saved.get('parallel')}; resume with that")
+        saved = verify_checkpoint(ckpt)  # the driver checked the model and train.parallel against it
         state = {k: saved[k] for k in state}
         model_sd, ema_sd = load_tensors(ckpt, "cpu")
         load_full_state(model, ema, opt, model_sd, ema_sd, load_optimizer_state(ckpt))

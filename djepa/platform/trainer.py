@@ -56,12 +56,15 @@ def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Pat
     ckpt = Path(resume_from).resolve() if resume_from else latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         try:
-            verify_checkpoint(ckpt)
+            saved = verify_checkpoint(ckpt)
         except CheckpointError as err:
             older = [str(p) for p in checkpoints(run_dir) if p != ckpt]
             hint = f" or continue from an earlier one with --resume-from {older[-1]}" if older else ""
             raise CheckpointError(f"{err}{hint}") from None
         _check_same_model(cfg, ckpt)
+        if saved.get("parallel", cfg.train.parallel) != cfg.train.parallel:  # AdamW state is keyed differently
+            raise ConfigError(f"{ckpt} was saved with train.parallel={saved['parallel']}; resume with "
+                              f"--set train.parallel={saved['parallel']}")
     return run_dir, previous, ckpt
 
 
