@@ -37,7 +37,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one entry per logged step
 
 
-def _fmt_eta(seconds: float) -> str:
+def fmt_eta(seconds: float) -> str:
     m, s = divmod(int(max(seconds, 0)), 60)
     return f"{m}m{s:02d}s"
 
@@ -99,7 +99,7 @@ def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
                 remaining = min(remaining, t.max_minutes * 60 - elapsed)
             print(f"[train] step {step:>6}/{t.steps}  loss {res.loss:.4f} (L_d {res.loss_d:.4f}, "
                   f"L_p {res.loss_p:.4f})  lr {res.lr:.2e}  |g| {res.grad_norm:.2f}  {rate:,.0f} img/s  "
-                  f"ETA {_fmt_eta(remaining)}", flush=True)
+                  f"ETA {fmt_eta(remaining)}", flush=True)
         if t.max_minutes and elapsed >= t.max_minutes * 60:
             print(f"[train] time budget of {t.max_minutes} min reached at step {step}", flush=True)
             break

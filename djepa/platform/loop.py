@@ -26,7 +26,7 @@ from djepa.checkpoint import load_optimizer_state, load_tensors, save_checkpoint
 from djepa.config import Config, validate
 from djepa.data.encoded import batch_tokens, epochs_per_pass
 from djepa.engine import build_optimizer, lr_at, train_step, weight_decay_at
-from djepa.local import _fmt_eta
+from djepa.local import fmt_eta
 from djepa.models.djepa import build_model
 from djepa.models.ema import make_ema
 from djepa.platform.parallel import full_state, gathered_ema, load_full_state, shard
@@ -42,11 +42,6 @@ def say(msg: str) -> None:
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
-
-
-def _checkpoint_dir(ckpt) -> str | None:
-    """Ray's local path of a reported checkpoint (storage is a shared filesystem)."""
-    return ckpt.path if ckpt is not None else None
 
 
 def pick_checkpoint(ray_ckpt: str | None, resume_from: str | None) -> str | None:
@@ -92,7 +87,7 @@ class Progress:
         rec = {**means, "lr": lr, "grad_norm": grad_norm, "img_per_s": rate, "epoch": epoch}
         say(f"[train] step {step:>7}/{t.steps} ep {epoch:.1f}  loss {means['loss']:.4f} (L_d {means['loss_d']:.4f}, "
               f"L_p {means['loss_p']:.4f})  lr {lr:.2e}  |g| {grad_norm:.2f}  {rate:,.0f} img/s  "
-              f"ETA {_fmt_eta(remaining)}")
+              f"ETA {fmt_eta(remaining)}")
         with self.jsonl.open("a") as f:
             f.write(json.dumps({"step": step, **rec}) + "\n")
         self.tracker.log_metrics(rec, step)
@@ -161,7 +156,7 @@ def train_worker(config: dict) -> None:
     net, ema = shard(model, ema, t.parallel, world)  # the optimizer must see the sharded parameters
     opt = build_optimizer(model, t, fused=device.type == "cuda")
     state = {"step": 0, "pass": 0, "batch_in_pass": 0}  # data position: pass of the stream, batches into it
-    ckpt = pick_checkpoint(_checkpoint_dir(ray.train.get_checkpoint()), config.get("resume_from"))
+    ckpt = pick_checkpoint(getattr(ray.train.get_checkpoint(), "path", None), config.get("resume_from"))
     if ckpt:
         saved = verify_checkpoint(ckpt)  # the driver checked the model and train.parallel against it
         state = {k: saved[k] for k in state}
