@@ -183,8 +183,22 @@ class SampleConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    num_samples: int = Field(50000, ge=1)
-    cfg_values: list[float] = [1.0, 3.0]  # class-consistency check on digits
+    num_samples: int = Field(50000, ge=1)  # FID-50K
+    cfg_values: list[float] = [1.0, 3.0]  # the demo's class-consistency check
+    workers: int = Field(1, ge=1)  # generation actors: one GPU each with use_gpu
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    shard_size: int = Field(1000, ge=1)  # samples per shard file: the unit of restart
+    features: list[Literal["inception", "domain"]] = ["inception"]
+    reference: str | None = None  # ADM-format reference .npz: mu, sigma (Inception), arr_0 images for P/R
+    inception_weights: str | None = None  # local FID Inception weights; else $DJEPA_INCEPTION_WEIGHTS, else download
+    feature_batch_size: int = Field(200, ge=1)
+    reference_images: int = Field(10000, ge=1)  # real images kept for precision/recall (ADM: 10k)
+    is_splits: int = Field(10, ge=1)
+    pr_k: int = Field(3, ge=1)
+    pngs: bool = False  # also write every sample as a PNG
+    out_dir: str | None = None  # default: <checkpoint>/../eval/<checkpoint>-<sampling hash>
+    cache_dir: str | None = None  # domain classifiers; default $DJEPA_CACHE or ~/.cache/djepa
 
 
 class TrackingConfig(_Strict):

@@ -19,15 +19,15 @@ from djepa.samples import balanced_labels, sample_images, write_preview
 
 def class_consistency_report(ema, cfg: Config, device) -> dict[str, float]:
     """Accuracy of the real-digit classifier on eval.num_samples samples, at each of eval.cfg_values."""
-    from djepa.eval.digit_classifier import class_consistency, digit_classifier
+    from djepa.eval.classifier import class_consistency, domain_classifier
 
-    _, real_acc = digit_classifier()
+    _, info = domain_classifier(cfg.data.source, cfg.eval.cache_dir)
     labels = balanced_labels(cfg.eval.num_samples, cfg.model.num_classes)
-    report = {"real_digits": real_acc}
+    report = {"real_held_out": info["held_out_accuracy"]}
     for scale in cfg.eval.cfg_values:
         t = time.perf_counter()
         images = sample_images(ema, cfg, labels, cfg_scale=scale, seed=cfg.sample.seed + 1, device=device)
-        report[f"cfg_{scale:g}"] = class_consistency(images, labels)
+        report[f"cfg_{scale:g}"] = class_consistency(images, labels, cfg.data.source, cfg.eval.cache_dir)
         print(f"[eval] class consistency at cfg {scale:g}: {report[f'cfg_{scale:g}']:.3f} "
               f"({len(labels)} samples, {time.perf_counter() - t:.1f}s)", flush=True)
     return report
@@ -48,7 +48,7 @@ def run_demo(cfg: Config) -> dict:
         "samples_png": str(preview["png"]),
         "samples_npz": str(preview["npz"]),
     }
-    if cfg.data.source == "digits":
+    if cfg.data.source in ("digits", "mnist5k"):
         summary["class_consistency"] = class_consistency_report(ema, cfg, device)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     print("\n[demo] done")

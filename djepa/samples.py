@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from djepa.config import Config
+from djepa.models.rng import RowGenerator
 from djepa.models.sampler import generate
 from djepa.models.tokenizer import build_tokenizer
 
@@ -68,20 +69,29 @@ def save_grid_png(path: str | Path, images: np.ndarray, ncol: int, scale: int = 
     return path
 
 
+def sample_seeds(seed: int, indices: np.ndarray) -> list[int]:
+    """The seed of sample `index` (EDM2): a function of (sample.seed, index) only, so any subset of a run
+    can be regenerated and no sample depends on its batch, the batch size or the number of workers."""
+    return [(seed << 32) + int(i) for i in indices]
+
+
 @torch.no_grad()
 def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | None = None,
-                  seed: int | None = None, device: torch.device | str = "cpu", tokenizer=None) -> np.ndarray:
-    """Class-conditional samples -> uint8 (N, H, W, C); batches of sample.batch_size, one generator per run.
-    Pass `tokenizer` to reuse a loaded one (a VAE) across calls."""
+                  seed: int | None = None, device: torch.device | str = "cpu", tokenizer=None,
+                  indices: np.ndarray | None = None) -> np.ndarray:
+    """Class-conditional samples -> uint8 (N, H, W, C), in batches of sample.batch_size; sample i (of
+    `indices`, default 0..N-1) draws all its noise from its own seed. Pass `tokenizer` to reuse a loaded VAE."""
     s = cfg.sample
     if tokenizer is None:
         tokenizer = build_tokenizer(cfg.tokenizer).to(device)
-    gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
+    indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
+    seeds = sample_seeds(s.seed if seed is None else seed, indices)
     out = []
     for i in range(0, len(labels), s.batch_size):
         y = torch.as_tensor(labels[i: i + s.batch_size], device=device)
+        rows = RowGenerator(seeds[i: i + s.batch_size], device)
         tokens = generate(model, y, s.ar_steps, s.cfg if cfg_scale is None else cfg_scale, s.cfg_schedule,
-                          s.temperature, generator=gen)
+                          s.temperature, generator=rows)
         out.append(to_uint8(tokenizer.decode(tokens)))
     return np.concatenate(out)
 

@@ -1,9 +1,15 @@
+import os
+import tempfile
+
 import pytest
 import torch
 
 from djepa.config import load_config
 
 torch.set_num_threads(2)
+# domain classifiers and reference statistics: a fresh cache per session (set before Ray starts, so its
+# workers inherit it), never the user's ~/.cache/djepa
+os.environ.setdefault("DJEPA_CACHE", tempfile.mkdtemp(prefix="djepa-cache-"))
 
 
 def tiny_config(*overrides: str):

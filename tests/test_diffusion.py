@@ -76,17 +76,19 @@ def test_sampling_loop_equals_diffusers_learned_range(schedule):
     for t in ref.timesteps:
         out = _fake_net(x_ref, torch.full((64,), int(t)))
         x_ref = ref.step(out, int(t), x_ref, generator=g).prev_sample
-    x_ours = ours.sample_loop(_fake_net, noise.clone(), temperature=1.0, generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)  # the same draws diffusers made, one (64, 4) per step with t > 0
+    steps = torch.stack([torch.randn(64, 4, generator=g) for _ in range(len(use) - 1)], dim=1)
+    x_ours = ours.sample_loop(_fake_net, noise.clone(), temperature=1.0, step_noise=steps)
     assert torch.allclose(x_ours, x_ref, atol=2e-4), (x_ours - x_ref).abs().max()
 
 
 def test_temperature_scales_only_the_noise():
     d = GaussianDiffusion.from_config("cosine", 1000, 10)
-    noise = torch.randn(16, 2)
-    cold = d.sample_loop(_fake_net, noise, temperature=0.0)
-    det = d.sample_loop(_fake_net, noise, temperature=0.0)
+    noise, steps = torch.randn(16, 2), torch.randn(16, 9, 2)
+    cold = d.sample_loop(_fake_net, noise, temperature=0.0, step_noise=steps)
+    det = d.sample_loop(_fake_net, noise, temperature=0.0, step_noise=torch.randn(16, 9, 2))
     assert torch.equal(cold, det)
-    warm = d.sample_loop(_fake_net, noise, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    warm = d.sample_loop(_fake_net, noise, temperature=1.0, step_noise=steps)
     assert not torch.allclose(cold, warm)
 
 

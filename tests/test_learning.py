@@ -37,7 +37,7 @@ def test_demo_job_trains_samples_and_writes_outputs(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["steps"] == 240
     cc = results["class_consistency"]
-    assert set(cc) == {"real_digits", "cfg_1", "cfg_3"} and cc["real_digits"] > 0.95
+    assert set(cc) == {"real_held_out", "cfg_1", "cfg_3"} and cc["real_held_out"] > 0.95
     assert 0.0 <= cc["cfg_1"] <= 1.0 and 0.0 <= cc["cfg_3"] <= 1.0
 
     cfg, model, ema = load_weights(out / "checkpoint")

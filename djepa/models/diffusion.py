@@ -155,15 +155,15 @@ class GaussianDiffusion(nn.Module):
         return mse + vb
 
     @torch.no_grad()
-    def sample_loop(self, net: Callable, noise, temperature: float = 1.0, generator=None):
-        """Ancestral sampling from x_T = noise; `net(x, t_original)` returns (eps, v)."""
+    def sample_loop(self, net: Callable, noise, temperature: float = 1.0, step_noise=None):
+        """Ancestral sampling from x_T = noise (M, C); `net(x, t_original)` returns (eps, v).
+        step_noise (M, steps - 1, C) is the noise of each step, drawn by the caller (per sample if it likes)."""
         x = noise
-        for i in reversed(range(self.num_timesteps)):
+        for k, i in enumerate(reversed(range(self.num_timesteps))):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             mean, log_var = self.p_mean_variance(net(x, self.timestep_map[t]), x, t)
             if i > 0:
-                z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = mean + torch.exp(0.5 * log_var) * z * temperature
+                x = mean + torch.exp(0.5 * log_var) * step_noise[:, k] * temperature
             else:
                 x = mean
         return x

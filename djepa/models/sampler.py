@@ -12,6 +12,7 @@ import math
 import torch
 
 from djepa.models.djepa import DJEPA, gather_tokens
+from djepa.models.rng import RowGenerator, rand
 
 
 def ar_schedule(n: int, steps: int) -> list[int]:
@@ -45,14 +46,15 @@ def generate(
     cfg: float = 1.0,
     cfg_schedule: str = "linear",
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerator | None = None,
     tokens: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
     force_guidance: bool = False,
 ) -> torch.Tensor:
     """labels (B,) -> tokens (B, N, C). With `tokens` and `keep` (B, N) bool, kept tokens are given
     (inpainting / outpainting) and returned bit-exactly; every row must keep the same number.
-    The batch is doubled (conditional + null class) only when cfg != 1 or `force_guidance`."""
+    The batch is doubled (conditional + null class) only when cfg != 1 or `force_guidance`.
+    A RowGenerator (one seed per label) makes each sample independent of its batch."""
     model.eval()
     b, n, c = labels.shape[0], model.num_tokens, model.token_dim
     device = labels.device
@@ -68,7 +70,7 @@ def generate(
     if known == n:
         return tokens
     # random order: given tokens first (already "generated"), then a random order of the rest
-    keys = torch.rand(b, n, generator=generator, device=device).masked_fill(keep, -1.0)
+    keys = rand((b, n), generator, device).masked_fill(keep, -1.0)
     orders = keys.argsort(dim=1)
 
     guided = force_guidance or cfg != 1.0

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from djepa.config import TokenLossConfig
 from djepa.models.diffusion import GaussianDiffusion
+from djepa.models.rng import randn
 
 
 def modulate(x, shift, scale):
@@ -119,14 +120,15 @@ class DiffusionLoss(nn.Module):
         """z (M, D) -> x (M, C). Guided: z holds [cond; uncond] rows (2M, D) and M samples come back."""
         guided = cfg != 1.0 if guided is None else guided
         m = z.shape[0] // 2 if guided else z.shape[0]
-        noise = torch.randn((m, self.token_dim), generator=generator, device=z.device, dtype=z.dtype)
+        # every step's noise in one draw (per sample with a RowGenerator): (M, steps, C)
+        noise = randn((m, self.sample_diffusion.num_timesteps, self.token_dim), generator, z.device, z.dtype)
 
         def net(x, t):
             if not guided:
                 return self.net(x, t, z)
             return _guided(self.net(torch.cat([x, x]), torch.cat([t, t]), z), cfg, self.token_dim)
 
-        return self.sample_diffusion.sample_loop(net, noise, temperature, generator)
+        return self.sample_diffusion.sample_loop(net, noise[:, 0], temperature, noise[:, 1:])
 
 
 class FlowLoss(nn.Module):
@@ -169,7 +171,7 @@ class FlowLoss(nn.Module):
 
         # An ODE has no per-step noise: temperature scales the initial noise instead
         # (the flow analogue of MAR's noise temperature).
-        x = torch.randn((m, self.token_dim), generator=generator, device=z.device, dtype=z.dtype) * temperature
+        x = randn((m, self.token_dim), generator, z.device, z.dtype) * temperature
         dt = 1.0 / self.steps
         for i in range(self.steps):
             t = i * dt

@@ -116,14 +116,16 @@ class Tracker:
         self._call("set_terminated", lambda: self.client.set_terminated(self.run_id, status))
 
 
-def start_run(cfg: Config, run_dir: Path, manifest: dict | None, run_id: str | None = None) -> Tracker:
-    """Driver side: create the run (or reopen `run_id` on resume), log config params and the manifest.
-    Creating the SQLite database here, before any worker, avoids the concurrent-migration race."""
+def start_run(cfg: Config, run_dir: Path, manifest: dict | None, run_id: str | None = None,
+              parent_run_id: str | None = None, run_name: str | None = None) -> Tracker:
+    """Driver side: create the run (a child of `parent_run_id` if given, or reopen `run_id` on resume), log
+    config params and the manifest. Creating the SQLite database here, before any worker, avoids the
+    concurrent-migration race."""
     uri = tracking_uri(cfg)
     problem = _reachable(uri)
     if problem:
-        warnings.warn(f"MLflow tracking server {uri} is unreachable ({problem}); training runs without MLflow "
-                      f"(metrics go to {run_dir / 'metrics.jsonl'}). Set tracking.tracking_uri or "
+        warnings.warn(f"MLflow tracking server {uri} is unreachable ({problem}); the job runs without MLflow "
+                      f"(results stay in {run_dir}). Set tracking.tracking_uri or "
                       f"MLFLOW_TRACKING_URI to a live server to track", stacklevel=2)
         return Tracker(None, None)
     try:
@@ -133,14 +135,15 @@ def start_run(cfg: Config, run_dir: Path, manifest: dict | None, run_id: str | N
         exp = client.get_experiment_by_name(cfg.tracking.experiment)
         exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
         if run_id is None:
-            run_id = client.create_run(exp_id, run_name=cfg.tracking.run_name or run_dir.name,
-                                       tags={"djepa.run_dir": str(run_dir)}).info.run_id
+            tags = {"djepa.run_dir": str(run_dir)} | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+            run_id = client.create_run(exp_id, run_name=run_name or cfg.tracking.run_name or run_dir.name,
+                                       tags=tags).info.run_id
             old = {}
         else:
             client.update_run(run_id, status="RUNNING")
             old = client.get_run(run_id).data.params
     except Exception as err:
-        warnings.warn(f"MLflow at {uri} failed ({type(err).__name__}: {err}); training runs without MLflow",
+        warnings.warn(f"MLflow at {uri} failed ({type(err).__name__}: {err}); the job runs without MLflow",
                       stacklevel=2)
         return Tracker(None, None)
     tracker = Tracker(uri, run_id, exp_id)

@@ -1,0 +1,119 @@
+"""Feature extractors behind one interface: uint8 images (N, H, W, C) -> features and logits.
+
+- "inception": torch-fidelity's port of the TF FID Inception-v3 (pool3 2048-d features and
+  the 1008 unbiased logits), the network of ADM's suite and of every published FID-50K.
+- "domain": the classifier of the real embedded digits (djepa/eval/classifier.py): 128-d
+  features, 10 logits. FD and IS on it mean something for 8x8 or 28x28 digits; Inception does not.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from djepa.config import Config
+from djepa.eval.shards import file_digest
+
+INCEPTION_ENV = "DJEPA_INCEPTION_WEIGHTS"
+
+
+class FeatureError(RuntimeError):
+    """A feature extractor that cannot be built; the message names the setting to fix."""
+
+
+class Extractor:
+    """name, dims, identity (what its features depend on) and __call__(images_u8) -> (features, logits)."""
+
+    name: str
+    dims: int
+    identity: str
+    batch_size: int = 200
+
+    def __init__(self, device: torch.device | str = "cpu", batch_size: int = 200):
+        self.device, self.batch_size = torch.device(device), batch_size
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, images_u8: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (N, H, W, C) -> features (N, dims) and logits (N, K), float32 on the extractor's device."""
+        if images_u8.dtype != np.uint8 or images_u8.ndim != 4:
+            raise ValueError(f"{self.name} features need uint8 (N, H, W, C) images, got {images_u8.dtype} "
+                             f"{images_u8.shape}")
+        feats, logits = [], []
+        for i in range(0, len(images_u8), self.batch_size):
+            f, lg = self.forward(torch.from_numpy(np.array(images_u8[i:i + self.batch_size]))  # a writable copy
+                                 .to(self.device))
+            feats.append(f.float())
+            logits.append(lg.float())
+        return torch.cat(feats), torch.cat(logits)
+
+
+class DomainExtractor(Extractor):
+    name, dims = "domain", 128
+
+    def __init__(self, source: str, cache: str | None = None, device="cpu", batch_size: int = 200):
+        from djepa.eval.classifier import domain_classifier
+
+        super().__init__(device, batch_size)
+        net, info = domain_classifier(source, cache)
+        self.net, self.info = net.to(self.device), info
+        self.identity = f"domain-{source}-{info['hash']}"
+
+    def forward(self, x):
+        from djepa.eval.classifier import to_input
+
+        if x[0].numel() != self.net.body[0].in_features:
+            raise ValueError(f"the domain classifier reads {self.net.body[0].in_features} pixels per image, got "
+                             f"images of shape {tuple(x.shape[1:])}; it exists only for the embedded datasets")
+        return self.net(to_input(x))
+
+
+class InceptionExtractor(Extractor):
+    name, dims = "inception", 2048
+
+    def __init__(self, weights: str | None = None, device="cpu", batch_size: int = 200):
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+
+        super().__init__(device, batch_size)
+        weights = weights or os.environ.get(INCEPTION_ENV)
+        fix = (f"download {URL_INCEPTION_V3} and set eval.inception_weights=PATH (or the environment variable "
+               f"{INCEPTION_ENV})")
+        if weights:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise FeatureError(f"FID Inception weights not found at {path} (from eval.inception_weights or "
+                                   f"{INCEPTION_ENV}); {fix}")
+            try:  # refuse a pickle that holds more than tensors before torch-fidelity unpickles it
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise FeatureError(f"{path} is not a plain state dict of tensors ({type(err).__name__}); {fix}")
+            self.identity = f"inception-{file_digest(path)[:16]}"
+        else:
+            self.identity = "inception-" + Path(URL_INCEPTION_V3).name
+        try:
+            net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                              feature_extractor_weights_path=str(path) if weights else None)
+        except (OSError, RuntimeError) as err:  # no internet (URLError is an OSError) or a wrong state dict
+            raise FeatureError(f"cannot load the FID Inception weights ({type(err).__name__}: {err}); {fix}")
+        self.net = net.to(self.device)
+
+    def forward(self, x):
+        x = x.permute(0, 3, 1, 2)  # (B, C, H, W) uint8; torch-fidelity resizes to 299 like TF did
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x)
+
+
+def build_extractors(cfg: Config, device="cpu") -> list[Extractor]:
+    e = cfg.eval
+    out = []
+    for name in e.features:
+        if name == "inception":
+            out.append(InceptionExtractor(e.inception_weights, device, e.feature_batch_size))
+        else:
+            out.append(DomainExtractor(cfg.data.source, e.cache_dir, device, e.feature_batch_size))
+    return out

@@ -1,0 +1,89 @@
+"""Reference statistics in ADM's .npz format, and the embedded datasets' references with their floors.
+
+Keys: `mu`, `sigma` for the FID Inception (exactly ADM's, so its VIRTUAL_imagenet256_labeled.npz
+works unchanged), `mu_<name>`, `sigma_<name>` for another extractor, `arr_0` uint8 reference
+images for precision/recall (ADM keeps 10k), `floor_fd_<name>` the FD of held-out real images
+against these statistics where the data has a held-out split, and `meta` (JSON).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from djepa.eval.metrics import FeatureStats, frechet_distance
+from djepa.samples import _atomic_write
+
+
+class ReferenceError(RuntimeError):
+    """A reference file that is missing or lacks what the evaluation needs; the message says how to make it."""
+
+
+def stat_keys(name: str) -> tuple[str, str]:
+    return ("mu", "sigma") if name == "inception" else (f"mu_{name}", f"sigma_{name}")
+
+
+def make_hint(config: str = "<your config>") -> str:
+    return f"make one with `python jobs/reference.py --config {config} --out PATH` and set eval.reference=PATH"
+
+
+def load_reference(path: str | Path, names: list[str]) -> dict:
+    """-> {"stats": {name: (mu, sigma)}, "images": uint8 NHWC or None, "floors": {...}, "meta": {...}}."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReferenceError(f"reference statistics {path} (eval.reference) not found; {make_hint()}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as err:
+        raise ReferenceError(f"{path} (eval.reference) is not a readable .npz ({type(err).__name__}: {err})")
+    stats = {}
+    for name in names:
+        mu, sigma = stat_keys(name)
+        if mu not in data or sigma not in data:
+            raise ReferenceError(f"{path} (eval.reference) has no {mu!r}/{sigma!r} for the {name} features "
+                                 f"(keys: {sorted(data)}); {make_hint()} with eval.features including {name}")
+        stats[name] = (data[mu].astype(np.float64), data[sigma].astype(np.float64))
+    floors = {k: float(v) for k, v in data.items() if k.startswith("floor_")}
+    meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    return {"stats": stats, "images": data.get("arr_0"), "floors": floors, "meta": meta, "path": str(path)}
+
+
+def save_reference(path: str | Path, stats: dict[str, FeatureStats], images: np.ndarray | None,
+                   floors: dict[str, float], meta: dict) -> Path:
+    arrays = {}
+    for name, st in stats.items():
+        mu, sigma = st.mu_sigma()
+        k_mu, k_sigma = stat_keys(name)
+        arrays[k_mu], arrays[k_sigma] = mu, sigma
+    if images is not None:
+        arrays["arr_0"] = images
+    arrays |= {k: np.float64(v) for k, v in floors.items()}
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+
+    path = Path(path)
+    _atomic_write(path, write)
+    return path
+
+
+def embedded_reference(source: str, extractors, keep: int, out: str | Path) -> dict:
+    """The bundled digits / MNIST-5k: statistics of the 80% the domain classifier was trained on, up to `keep` of
+    them as P/R images, and the floor: FD of the 20% held-out real images against those statistics."""
+    from djepa.eval.classifier import real_split
+
+    split = real_split(source)
+    train, held = split["train_x"], split["held_x"]
+    stats, floors = {}, {"floor_n": float(len(held))}
+    for ex in extractors:
+        stats[ex.name] = FeatureStats.of(ex(train)[0])
+        mu, sigma = stats[ex.name].mu_sigma()
+        floors[f"floor_fd_{ex.name}"] = frechet_distance(*FeatureStats.of(ex(held)[0]).mu_sigma(), mu, sigma)
+    pick = np.sort(np.random.default_rng(0).permutation(len(train))[:keep])
+    meta = {"source": source, "split": "train (80%)", "rows": len(train), "held_out_rows": len(held),
+            "features": {ex.name: ex.identity for ex in extractors}}
+    save_reference(out, stats, train[pick], floors, meta)
+    return {"path": str(out), "rows": len(train), **floors}

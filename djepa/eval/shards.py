@@ -1,0 +1,129 @@
+"""Sharded sample generation without Ray: the plan, one shard's work, shard files, the final .npz.
+
+Sample i has label i % num_classes (interleaved: any prefix is class-balanced, and IS splits
+never see one class) and draws all its noise from seed (sample.seed << 32) + i, so the set
+is the same for any number of workers or batch size. A shard is the samples [start, stop)
+with their features; its file carries the hash of everything that made it (checkpoint bytes,
+model, tokenizer, sampling config) and is written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from djepa.config import Config
+from djepa.eval.metrics import FeatureStats
+from djepa.samples import _atomic_write, balanced_labels
+
+FORMAT = "djepa-samples-v1"
+# the only model keys an evaluation may change: how many solver steps the token sampler takes
+SAMPLING_MODEL_KEYS = ("token_loss.diffusion.sample_steps", "token_loss.flow.sample_steps", "token_loss.flow.solver")
+
+
+class ShardError(RuntimeError):
+    """A shard file that cannot be used: corrupt (regenerate it) or foreign (made by another config)."""
+
+    def __init__(self, path: Path, kind: str, why: str):
+        super().__init__(f"{path}: {why}")
+        self.path, self.kind = path, kind
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sampling_identity(cfg: Config, checkpoint_digest: str) -> dict:
+    """Everything the pixels of sample i depend on (not the batch size, shard size or worker count)."""
+    s = cfg.sample
+    return {"format": FORMAT, "checkpoint_sha256": checkpoint_digest, "model": cfg.model.model_dump(mode="json"),
+            "tokenizer": cfg.tokenizer.model_dump(mode="json"),
+            "sample": {"seed": s.seed, "ar_steps": s.ar_steps, "cfg": s.cfg, "cfg_schedule": s.cfg_schedule,
+                       "temperature": s.temperature}}
+
+
+def identity_hash(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan(n: int, shard_size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + shard_size, n)) for a in range(0, n, shard_size)]
+
+
+def shard_path(out: Path, start: int, stop: int) -> Path:
+    return out / "shards" / f"{start:08d}-{stop:08d}.npz"
+
+
+def labels_of(start: int, stop: int, num_classes: int) -> np.ndarray:
+    return balanced_labels(stop, num_classes)[start:]
+
+
+def write_shard(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Atomic: the file appears complete or not at all. meta is stored as a JSON string (no pickle)."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+
+    _atomic_write(path, write)
+
+
+def read_shard(path: Path, sample_hash: str, start: int, stop: int, image_shape: tuple) -> tuple[dict, dict]:
+    """-> (arrays, meta) after checking every byte (zip CRC) and shape; ShardError names what is wrong."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as err:  # BadZipFile, a CRC error, a truncated member, ... are all "corrupt"
+        raise ShardError(path, "corrupt", f"unreadable ({type(err).__name__}: {err})") from None
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except (KeyError, ValueError):
+        raise ShardError(path, "corrupt", "no readable metadata") from None
+    if meta.get("sample_hash") != sample_hash:
+        raise ShardError(path, "foreign", f"made by another checkpoint or sampling config (hash "
+                                          f"{meta.get('sample_hash')}, this evaluation is {sample_hash})")
+    n = stop - start
+    images = arrays.get("images")
+    if (meta.get("start"), meta.get("stop")) != (start, stop) or images is None or images.shape != (n, *image_shape) \
+            or not np.array_equal(arrays.get("indices"), np.arange(start, stop)):
+        raise ShardError(path, "corrupt", f"does not hold samples [{start}, {stop}) of shape {image_shape}")
+    return arrays, meta
+
+
+def shard_features(extractors, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per extractor: features and logits (float32) and their float64 statistics (sum, sum of outer products)."""
+    out = {}
+    for ex in extractors:
+        feats, logits = ex(images)
+        stats = FeatureStats.of(feats)  # float64 on the extractor's device
+        out |= {f"{ex.name}.features": feats.cpu().numpy(), f"{ex.name}.logits": logits.cpu().numpy(),
+                f"{ex.name}.total": stats.total, f"{ex.name}.outer": stats.outer}
+    return out
+
+
+def shard_stats(arrays: dict, name: str) -> FeatureStats:
+    return FeatureStats(len(arrays["indices"]), arrays[f"{name}.total"], arrays[f"{name}.outer"])
+
+
+def write_adm_npz(path: Path, shards: list[Path], n: int, image_shape: tuple) -> Path:
+    """Stream the shards' images and labels, in order, into one ADM-format .npz (arr_0 uint8 NHWC, arr_1 int64)
+    holding one shard in memory at a time; written under a temp name, then renamed."""
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, shape, dtype in (("images", (n, *image_shape), np.uint8), ("labels", (n,), np.int64)):
+                name = "arr_0.npy" if key == "images" else "arr_1.npy"
+                with zf.open(name, "w", force_zip64=True) as f:
+                    np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                             "shape": shape})
+                    for p in shards:
+                        with np.load(p, allow_pickle=False) as z:
+                            f.write(np.ascontiguousarray(z[key], dtype=dtype).tobytes())
+
+    _atomic_write(path, write)
+    return path

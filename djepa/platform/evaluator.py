@@ -1,0 +1,218 @@
+"""FID-50K on a Ray cluster: a pool of generation actors (one GPU each, or fractional CPUs locally).
+
+The driver plans shards of eval.shard_size samples, keeps the finished ones (checked byte
+for byte and against the evaluation's hash), and hands the rest to the actors, which
+generate, extract features and return arrays; the driver writes each shard atomically the
+moment it arrives, so a killed evaluation restarted with the same arguments redoes only the
+missing shards. At the end it streams the shards into ADM's .npz and computes the metrics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from djepa.checkpoint import verify_checkpoint
+from djepa.config import Config, ConfigError, load_config
+from djepa.eval.shards import (SAMPLING_MODEL_KEYS, ShardError, file_digest, identity_hash, plan, read_shard,
+                               sampling_identity, shard_features, shard_path, write_shard)
+from djepa.local import fmt_eta
+from djepa.platform.tracking import flatten
+
+
+def say(msg: str) -> None:
+    print(f"[eval] {msg}", flush=True)
+
+
+def eval_config(checkpoint: str | Path, overrides: list[str]) -> Config:
+    """The checkpoint's resolved config + overrides; the model and tokenizer must stay the checkpoint's
+    (except the token sampler's step count and solver)."""
+    checkpoint = Path(checkpoint)
+    verify_checkpoint(checkpoint)
+    base = load_config(checkpoint / "config.yaml")
+    cfg = load_config(checkpoint / "config.yaml", overrides)
+    old, new = (flatten({"model": c.model.model_dump(mode="json"), "tokenizer": c.tokenizer.model_dump(mode="json")})
+                for c in (base, cfg))
+    allowed = {f"model.{k}" for k in SAMPLING_MODEL_KEYS}
+    changed = sorted(k for k in new if new[k] != old.get(k) and k not in allowed)
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} differ from the checkpoint's config.yaml: an evaluation samples "
+                          f"the checkpoint's model as trained (only {', '.join(sorted(allowed))} may change)")
+    return cfg
+
+
+class ShardWorker:
+    """One actor: the EMA model, the tokenizer and the feature extractors, loaded once."""
+
+    def __init__(self, checkpoint: str, cfg: dict, threads: int):
+        import torch
+
+        from djepa.checkpoint import load_tensors
+        from djepa.eval.features import build_extractors
+        from djepa.models.djepa import build_model
+        from djepa.models.tokenizer import build_tokenizer
+
+        torch.set_num_threads(threads)  # a fixed thread count: the same bytes from every worker
+        self.cfg = Config.model_validate(cfg)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        _, ema_state = load_tensors(checkpoint, self.device)
+        self.ema = build_model(self.cfg.model, self.cfg.tokenizer).to(self.device)
+        self.ema.load_state_dict(ema_state)
+        self.ema.eval().requires_grad_(False)
+        self.tokenizer = build_tokenizer(self.cfg.tokenizer).to(self.device)
+        self.extractors = build_extractors(self.cfg, self.device)
+
+    def run(self, start: int, stop: int, images: np.ndarray | None = None) -> dict:
+        """Samples [start, stop) (or the given images, when only features are missing) -> shard arrays."""
+        from djepa.eval.shards import labels_of
+        from djepa.samples import sample_images
+
+        t = time.perf_counter()
+        labels = labels_of(start, stop, self.cfg.model.num_classes)
+        if images is None:
+            images = sample_images(self.ema, self.cfg, labels, device=self.device, tokenizer=self.tokenizer,
+                                   indices=np.arange(start, stop))
+        arrays = {"images": images, "labels": labels, "indices": np.arange(start, stop)}
+        arrays |= shard_features(self.extractors, images)
+        return {"start": start, "stop": stop, "arrays": arrays, "seconds": time.perf_counter() - t}
+
+    def precision_recall(self, name: str, generated: np.ndarray, real_images: np.ndarray, k: int) -> tuple:
+        from djepa.eval.metrics import precision_recall
+
+        ex = next(e for e in self.extractors if e.name == name)
+        return precision_recall(generated, ex(real_images)[0].cpu().numpy(), k=k)
+
+
+def default_out_dir(checkpoint: Path, sample_hash: str) -> Path:
+    return checkpoint.resolve().parent / "eval" / f"{checkpoint.name}-{sample_hash[:8]}"
+
+
+def _fault_after() -> int | None:
+    """DJEPA_FAULT=eval_stop@K: the driver stops after writing K shards (tests of the restart)."""
+    spec = os.environ.get("DJEPA_FAULT", "")
+    return int(spec.split("@")[1]) if spec.startswith("eval_stop@") else None
+
+
+def _scan(out: Path, shards: list, sample_hash: str, image_shape: tuple, features: dict) -> list[tuple]:
+    """-> the shards still to do, as (start, stop, images or None). Foreign shards stop the evaluation; corrupt
+    ones are named, kept aside as *.corrupt and regenerated."""
+    todo, foreign = [], []
+    for start, stop in shards:
+        p = shard_path(out, start, stop)
+        if not p.exists():
+            todo.append((start, stop, None))
+            continue
+        try:
+            arrays, meta = read_shard(p, sample_hash, start, stop, image_shape)
+        except ShardError as err:
+            if err.kind == "foreign":
+                foreign.append(str(err))
+                continue
+            say(f"corrupt shard {p.name}: {err}; moved to {p.name}.corrupt and regenerating it")
+            os.replace(p, p.with_name(p.name + ".corrupt"))
+            todo.append((start, stop, None))
+            continue
+        if any(meta.get("features", {}).get(n) != ident for n, ident in features.items()):
+            todo.append((start, stop, arrays["images"]))  # the images stand; only features are (re)computed
+    if foreign:
+        raise FileExistsError("shards from another evaluation are in this output directory and will not be mixed "
+                              "in:\n  " + "\n  ".join(foreign) + "\nremove them or choose another eval.out_dir")
+    return todo
+
+
+def _remote_pr(worker, k: int):
+    import ray
+
+    def pr_fn(name, features, images):
+        return ray.get(worker.precision_recall.remote(name, features, images, k))
+    return pr_fn
+
+
+def _run_todo(out: Path, todo: list, pool, meta: dict) -> dict:
+    """Hand the missing shards to the pool and write each one as it arrives, with progress and an ETA."""
+    stop_after, start, done = _fault_after(), time.perf_counter(), 0
+    total = sum(b - a for a, b, _ in todo)
+    for i, res in enumerate(pool.map_unordered(lambda w, job: w.run.remote(*job), todo) if todo else [], 1):
+        write_shard(shard_path(out, res["start"], res["stop"]), res["arrays"],
+                    meta | {"start": res["start"], "stop": res["stop"]})
+        done += res["stop"] - res["start"]
+        rate = done / (time.perf_counter() - start)
+        say(f"shard {i}/{len(todo)} [{res['start']}, {res['stop']}) in {res['seconds']:.1f}s; {done:,}/{total:,} "
+            f"images, {rate:.1f} img/s, ETA {fmt_eta((total - done) / rate)}")
+        if stop_after is not None and i >= stop_after:
+            raise RuntimeError(f"DJEPA_FAULT: stopped after {i} shard(s)")
+    seconds = time.perf_counter() - start
+    return {"generation_seconds": round(seconds, 2), "generated": done,
+            "images_per_second": round(done / seconds, 2) if done else None}
+
+
+def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None, with_metrics: bool = True,
+             parent_run_id: str | None = None) -> dict:
+    """Generate (and, with_metrics, evaluate) num_samples samples of `checkpoint`; -> the summary dict."""
+    import ray
+
+    from djepa.eval.features import build_extractors
+
+    t0 = time.perf_counter()
+    checkpoint = Path(checkpoint).resolve()
+    verify_checkpoint(checkpoint)
+    e, n = cfg.eval, num_samples or cfg.eval.num_samples
+    from djepa.eval.classifier import cache_dir
+
+    # actors on other nodes see the driver's choices: no features without metrics, the resolved cache
+    cfg = cfg.model_copy(update={"eval": e.model_copy(update={"features": e.features if with_metrics else [],
+                                                               "cache_dir": str(cache_dir(e.cache_dir))})})
+    e = cfg.eval
+    say(f"hashing {checkpoint / 'model.safetensors'}")
+    identity = sampling_identity(cfg, file_digest(checkpoint / "model.safetensors"))
+    sample_hash = identity_hash(identity)
+    extractors = build_extractors(cfg)  # here first: a missing weight file stops us before Ray starts
+    features = {ex.name: ex.identity for ex in extractors}
+    reference = None
+    if with_metrics:
+        from djepa.eval.report import resolve_reference
+
+        reference = resolve_reference(cfg, extractors)
+    del extractors
+    out = Path(e.out_dir).resolve() if e.out_dir else default_out_dir(checkpoint, sample_hash)
+    t = cfg.tokenizer
+    image_shape = (t.image_size, t.image_size, t.channels)
+    plan_file = out / "plan.json"
+    if plan_file.exists():
+        old = json.loads(plan_file.read_text())
+        if old.get("sample_hash") != sample_hash:
+            raise FileExistsError(f"{out} holds samples of another checkpoint or sampling config (hash "
+                                  f"{old.get('sample_hash')}, this one {sample_hash}); choose another eval.out_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps({"sample_hash": sample_hash, "identity": identity, "checkpoint": str(checkpoint),
+                                     "shard_size": e.shard_size, "features": features}, indent=1))
+    shards = plan(n, e.shard_size)
+    todo = _scan(out, shards, sample_hash, image_shape, features)
+    say(f"{n:,} samples of {checkpoint} in {len(shards)} shard(s) -> {out}; {len(shards) - len(todo)} already "
+        f"done, {len(todo)} to do with {e.workers} worker(s) (hash {sample_hash})")
+    meta = {"sample_hash": sample_hash, "features": features}
+    workers, pool, pr_fn = [], None, None
+    if todo or (reference and reference.get("images") is not None):
+        if not ray.is_initialized():
+            ray.init()
+        threads = max(1, int(e.cpus_per_worker))  # fractional CPUs locally: one thread each
+        actor = ray.remote(ShardWorker).options(num_cpus=e.cpus_per_worker, num_gpus=1 if e.use_gpu else 0,
+                                                max_restarts=2, max_task_retries=2)
+        workers = [actor.remote(str(checkpoint), cfg.to_dict(), threads)
+                   for _ in range(min(e.workers, max(1, len(todo))))]
+        pool = ray.util.ActorPool(workers)
+        pr_fn = _remote_pr(workers[0], e.pr_k)
+    try:
+        stats = _run_todo(out, todo, pool, meta)
+        from djepa.eval.report import finish
+
+        summary = finish(cfg, out, checkpoint, shards, sample_hash, image_shape, reference, pr_fn, parent_run_id,
+                         stats)
+    finally:
+        for w in workers:  # free the CPUs / GPUs now, not when the driver exits
+            ray.kill(w)
+    say(f"done in {time.perf_counter() - t0:.1f}s")
+    return summary
