@@ -153,3 +153,27 @@ def test_reference_file_is_adm_compatible(tmp_path):
         load_reference(tmp_path / "ref.npz", ["inception"])
     with pytest.raises(ReferenceError, match="eval.reference"):
         load_reference(tmp_path / "nope.npz", ["domain"])
+
+
+def test_reference_of_a_folder_dataset_streams_every_image(ray_session, tmp_path, inception_weights):
+    from PIL import Image
+
+    from conftest import tiny_config
+    from djepa.eval.features import build_extractors
+    from djepa.eval.metrics import FeatureStats
+    from djepa.eval.reference import dataset_reference, load_reference
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (7, 8, 8), dtype=np.uint8)
+    for i, img in enumerate(imgs):
+        (tmp_path / "data" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "data" / f"c{i % 2}" / f"{i}.png")
+    cfg = tiny_config("data.source=folder", f"data.root={tmp_path / 'data'}", "eval.features=[inception]",
+                      f"eval.inception_weights={inception_weights}", "eval.reference_images=3",
+                      "eval.feature_batch_size=4")
+    [ex] = build_extractors(cfg)
+    info = dataset_reference(cfg, [ex], tmp_path / "ref.npz")
+    ref = load_reference(tmp_path / "ref.npz", ["inception"])
+    assert info["rows"] == 7 and ref["images"].shape == (3, 8, 8, 1)
+    mu, _ = FeatureStats.of(ex(imgs[..., None])[0]).mu_sigma()  # the same images, in memory
+    np.testing.assert_allclose(ref["stats"]["inception"][0], mu, rtol=1e-4, atol=1e-5)

@@ -87,3 +87,70 @@ def embedded_reference(source: str, extractors, keep: int, out: str | Path) -> d
             "features": {ex.name: ex.identity for ex in extractors}}
     save_reference(out, stats, train[pick], floors, meta)
     return {"path": str(out), "rows": len(train), **floors}
+
+
+def _stream_images(cfg, source: str):
+    """Batches of (keys, uint8 NHWC images) of a folder dataset (raw, centre-cropped by Ray Data tasks) or of an
+    encoded dataset (posterior means decoded by the tokenizer, on this process's device)."""
+    import ray.data
+    import torch
+
+    from djepa.samples import to_uint8
+
+    bs = cfg.eval.feature_batch_size
+    if source == "raw":
+        import tempfile
+
+        from djepa.data.encode import _source_dataset
+
+        ds, _ = _source_dataset(cfg, Path(tempfile.mkdtemp(prefix="djepa-bad-")))
+        for b in ds.iter_batches(batch_size=bs, batch_format="numpy"):
+            yield list(b["key"]), to_uint8(torch.from_numpy(np.array(b["image"])))
+        return
+    from djepa.data.encode import encoded_dir
+    from djepa.data.encoded import open_encoded
+    from djepa.models.tokenizer import build_tokenizer, patchify
+
+    path = encoded_dir(cfg)
+    manifest = open_encoded(cfg, path)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tok = build_tokenizer(cfg.tokenizer).to(device)
+    files = [str(path / f["name"]) for f in manifest["files"]]
+    for b in ray.data.read_parquet(files, columns=["key", "moments"]).iter_batches(batch_size=bs,
+                                                                                   batch_format="numpy"):
+        m = torch.from_numpy(np.array(b["moments"])).to(device)
+        if cfg.tokenizer.kind == "vae":  # the posterior mean, scaled as training scales latents
+            m = m.chunk(2, dim=1)[0] * cfg.tokenizer.vae.scale_factor
+        with torch.no_grad():
+            yield list(b["key"]), to_uint8(tok.decode(patchify(m, cfg.tokenizer.patch_size)))
+
+
+def dataset_reference(cfg, extractors, out: str | Path, source: str = "raw") -> dict:
+    """Statistics over a whole dataset (ADM: the full training set), streamed; `eval.reference_images` of its
+    images, chosen by the hash of their key (the same set whatever the read order), kept for P/R."""
+    import hashlib
+    import heapq
+    import time
+
+    stats = {ex.name: [] for ex in extractors}
+    keep, rows, t0 = [], 0, time.perf_counter()
+    for keys, images in _stream_images(cfg, source):
+        for ex in extractors:
+            stats[ex.name].append(FeatureStats.of(ex(images)[0]))
+        for k, img in zip(keys, images):
+            h = -int(hashlib.sha1(str(k).encode()).hexdigest()[:15], 16)  # max-heap of the smallest hashes
+            if len(keep) < cfg.eval.reference_images:
+                heapq.heappush(keep, (h, str(k), img))
+            elif h > keep[0][0]:
+                heapq.heapreplace(keep, (h, str(k), img))
+        rows += len(keys)
+        if rows // cfg.eval.feature_batch_size % 50 == 0:
+            print(f"[reference] {rows:,} images, {rows / (time.perf_counter() - t0):.1f} img/s", flush=True)
+    if rows < 2:
+        raise ReferenceError(f"data.source={cfg.data.source} gave {rows} images: nothing to compute statistics on")
+    merged = {name: FeatureStats.merge(parts) for name, parts in stats.items()}
+    images = np.stack([img for _, _, img in sorted(keep, key=lambda x: x[1])])
+    meta = {"source": cfg.data.source, "root": cfg.data.root, "from": source, "rows": rows,
+            "features": {ex.name: ex.identity for ex in extractors}}
+    save_reference(out, merged, images, {}, meta)
+    return {"path": str(out), "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
