@@ -177,3 +177,13 @@ def test_reference_of_a_folder_dataset_streams_every_image(ray_session, tmp_path
     assert info["rows"] == 7 and ref["images"].shape == (3, 8, 8, 1)
     mu, _ = FeatureStats.of(ex(imgs[..., None])[0]).mu_sigma()  # the same images, in memory
     np.testing.assert_allclose(ref["stats"]["inception"][0], mu, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluate_job_names_a_missing_checkpoint_without_starting_ray(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "jobs/evaluate.py", "--checkpoint", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"checkpoint {tmp_path / 'nope'} does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Ray" not in proc.stdout + proc.stderr

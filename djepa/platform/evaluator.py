@@ -17,14 +17,11 @@ import numpy as np
 
 from djepa.checkpoint import verify_checkpoint
 from djepa.config import Config, ConfigError, load_config
+from djepa.eval.report import finish, resolve_reference, say
 from djepa.eval.shards import (SAMPLING_MODEL_KEYS, ShardError, file_digest, identity_hash, plan, read_shard,
                                sampling_identity, shard_features, shard_path, write_shard)
 from djepa.local import fmt_eta
 from djepa.platform.tracking import flatten
-
-
-def say(msg: str) -> None:
-    print(f"[eval] {msg}", flush=True)
 
 
 def eval_config(checkpoint: str | Path, overrides: list[str]) -> Config:
@@ -173,8 +170,6 @@ def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None
     features = {ex.name: ex.identity for ex in extractors}
     reference = None
     if with_metrics:
-        from djepa.eval.report import resolve_reference
-
         reference = resolve_reference(cfg, extractors)
     del extractors
     out = Path(e.out_dir).resolve() if e.out_dir else default_out_dir(checkpoint, sample_hash)
@@ -207,8 +202,6 @@ def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None
         pr_fn = _remote_pr(workers[0], e.pr_k)
     try:
         stats = _run_todo(out, todo, pool, meta)
-        from djepa.eval.report import finish
-
         summary = finish(cfg, out, checkpoint, shards, sample_hash, image_shape, reference, pr_fn, parent_run_id,
                          stats)
     finally:
