@@ -1,6 +1,7 @@
 """Samples: Algorithm 1 decoded to images, class-balanced interleaved labels, ADM-format .npz, a PNG grid."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -49,6 +50,26 @@ def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray) -> Path:
 
     _atomic_write(path, write)
     return path
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
+    """Named arrays + a JSON `meta` string in one .npz, written atomically; read back without pickle."""
+    path = Path(path)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+
+    _atomic_write(path, write)
+    return path
+
+
+def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict | None]:
+    """-> (arrays, meta or None) of a .npz; every member is read, so a damaged file raises here."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = arrays.pop("meta", None)
+    return arrays, None if meta is None else json.loads(str(meta))
 
 
 def save_grid_png(path: str | Path, images: np.ndarray, ncol: int, scale: int = 1) -> Path:

@@ -7,13 +7,12 @@ against these statistics where the data has a held-out split, and `meta` (JSON).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from djepa.eval.metrics import FeatureStats, frechet_distance
-from djepa.samples import _atomic_write
+from djepa.samples import load_arrays, save_arrays
 
 
 class ReferenceError(RuntimeError):
@@ -34,8 +33,7 @@ def load_reference(path: str | Path, names: list[str]) -> dict:
     if not path.is_file():
         raise ReferenceError(f"reference statistics {path} (eval.reference) not found; {make_hint()}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+        data, meta = load_arrays(path)  # ADM's own file has no meta
     except Exception as err:
         raise ReferenceError(f"{path} (eval.reference) is not a readable .npz ({type(err).__name__}: {err})")
     stats = {}
@@ -46,8 +44,7 @@ def load_reference(path: str | Path, names: list[str]) -> dict:
                                  f"(keys: {sorted(data)}); {make_hint()} with eval.features including {name}")
         stats[name] = (data[mu].astype(np.float64), data[sigma].astype(np.float64))
     floors = {k: float(v) for k, v in data.items() if k.startswith("floor_")}
-    meta = json.loads(str(data["meta"])) if "meta" in data else {}
-    return {"stats": stats, "images": data.get("arr_0"), "floors": floors, "meta": meta, "path": str(path)}
+    return {"stats": stats, "images": data.get("arr_0"), "floors": floors, "meta": meta or {}, "path": str(path)}
 
 
 def save_reference(path: str | Path, stats: dict[str, FeatureStats], images: np.ndarray | None,
@@ -60,14 +57,7 @@ def save_reference(path: str | Path, stats: dict[str, FeatureStats], images: np.
     if images is not None:
         arrays["arr_0"] = images
     arrays |= {k: np.float64(v) for k, v in floors.items()}
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-
-    path = Path(path)
-    _atomic_write(path, write)
-    return path
+    return save_arrays(path, arrays, meta)
 
 
 def embedded_reference(source: str, extractors, keep: int, out: str | Path) -> dict:
@@ -132,11 +122,12 @@ def dataset_reference(cfg, extractors, out: str | Path, source: str = "raw") -> 
     import heapq
     import time
 
-    stats = {ex.name: [] for ex in extractors}
+    stats: dict[str, FeatureStats] = {}  # running float64 sums: memory O(D^2), not O(batches x D^2)
     keep, rows, t0 = [], 0, time.perf_counter()
     for keys, images in _stream_images(cfg, source):
         for ex in extractors:
-            stats[ex.name].append(FeatureStats.of(ex(images)[0]))
+            part = FeatureStats.of(ex(images)[0])
+            stats[ex.name] = FeatureStats.merge([stats[ex.name], part]) if ex.name in stats else part
         for k, img in zip(keys, images):
             h = -int(hashlib.sha1(str(k).encode()).hexdigest()[:15], 16)  # max-heap of the smallest hashes
             if len(keep) < cfg.eval.reference_images:
@@ -148,9 +139,8 @@ def dataset_reference(cfg, extractors, out: str | Path, source: str = "raw") -> 
             print(f"[reference] {rows:,} images, {rows / (time.perf_counter() - t0):.1f} img/s", flush=True)
     if rows < 2:
         raise ReferenceError(f"data.source={cfg.data.source} gave {rows} images: nothing to compute statistics on")
-    merged = {name: FeatureStats.merge(parts) for name, parts in stats.items()}
     images = np.stack([img for _, _, img in sorted(keep, key=lambda x: x[1])])
     meta = {"source": cfg.data.source, "root": cfg.data.root, "from": source, "rows": rows,
             "features": {ex.name: ex.identity for ex in extractors}}
-    save_reference(out, merged, images, {}, meta)
+    save_reference(out, stats, images, {}, meta)
     return {"path": str(out), "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}

@@ -17,7 +17,7 @@ import numpy as np
 
 from djepa.config import Config
 from djepa.eval.metrics import FeatureStats
-from djepa.samples import _atomic_write, balanced_labels
+from djepa.samples import _atomic_write, balanced_labels, load_arrays, save_arrays
 
 FORMAT = "djepa-samples-v1"
 # the only model keys an evaluation may change: how many solver steps the token sampler takes
@@ -66,25 +66,18 @@ def labels_of(start: int, stop: int, num_classes: int) -> np.ndarray:
 
 
 def write_shard(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Atomic: the file appears complete or not at all. meta is stored as a JSON string (no pickle)."""
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-
-    _atomic_write(path, write)
+    """Atomic: the file appears complete or not at all."""
+    save_arrays(path, arrays, meta)
 
 
 def read_shard(path: Path, sample_hash: str, start: int, stop: int, image_shape: tuple) -> tuple[dict, dict]:
     """-> (arrays, meta) after checking every byte (zip CRC) and shape; ShardError names what is wrong."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as err:  # BadZipFile, a CRC error, a truncated member, ... are all "corrupt"
+        arrays, meta = load_arrays(path)
+    except Exception as err:  # BadZipFile, a CRC error, a truncated member, bad JSON ... are all "corrupt"
         raise ShardError(path, "corrupt", f"unreadable ({type(err).__name__}: {err})") from None
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except (KeyError, ValueError):
-        raise ShardError(path, "corrupt", "no readable metadata") from None
+    if meta is None:
+        raise ShardError(path, "corrupt", "no metadata")
     if meta.get("sample_hash") != sample_hash:
         raise ShardError(path, "foreign", f"made by another checkpoint or sampling config (hash "
                                           f"{meta.get('sample_hash')}, this evaluation is {sample_hash})")
