@@ -8,16 +8,25 @@ from collections.abc import Callable
 from djepa.config import Config, ConfigError, load_config
 
 
+def _checkpoint_config(checkpoint: str, config_file: str | None, overrides: list[str]) -> Config:
+    from djepa.config import read_yaml
+    from djepa.platform.evaluator import eval_config
+
+    return eval_config(checkpoint, overrides, read_yaml(config_file) if config_file else None)
+
+
 def parse(doc: str, default_config: str | None = "configs/digits.yaml",
           add_args: Callable[[argparse.ArgumentParser], None] | None = None,
-          from_checkpoint: bool = False) -> tuple[Config, argparse.Namespace]:
+          from_checkpoint: bool | Callable = False) -> tuple[Config, argparse.Namespace]:
     """-> (validated config, parsed arguments); a config error exits with status 2 before any compute.
-    from_checkpoint: --checkpoint DIR is required and its config.yaml (+ --set) is the config."""
+    from_checkpoint: --checkpoint DIR is required; its config.yaml, then the partial YAML of --config, then
+    --set make the config (a callable (checkpoint, config file, overrides) replaces that loading)."""
     from djepa.checkpoint import CheckpointError
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if from_checkpoint:
         ap.add_argument("--checkpoint", required=True, help="a djepa checkpoint directory (its EMA weights are used)")
+        ap.add_argument("--config", help="a partial YAML over the checkpoint's config.yaml (e.g. a sweep's best.yaml)")
     else:
         ap.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.steps=200")
@@ -26,9 +35,8 @@ def parse(doc: str, default_config: str | None = "configs/digits.yaml",
     args = ap.parse_args()
     try:
         if from_checkpoint:
-            from djepa.platform.evaluator import eval_config
-
-            return eval_config(args.checkpoint, args.set), args
+            load = from_checkpoint if callable(from_checkpoint) else _checkpoint_config
+            return load(args.checkpoint, args.config, args.set), args
         return load_config(args.config, args.set), args
     except (ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -197,6 +197,7 @@ class EvalConfig(_Strict):
     is_splits: int = Field(10, ge=1)
     pr_k: int = Field(3, ge=1)
     pngs: bool = False  # also write every sample as a PNG
+    save_npz: bool = True  # ADM's samples.npz (a sweep's trials keep only their metrics and grid)
     out_dir: str | None = None  # default: <checkpoint>/../eval/<checkpoint>-<sampling hash>
     cache_dir: str | None = None  # domain classifiers; default $DJEPA_CACHE or ~/.cache/djepa
 
@@ -244,26 +245,28 @@ class Config(_Strict):
 
 # ----------------------------------------------------------------------------- loading
 def _valid_keys(model: type[BaseModel], path: tuple) -> list[str]:
-    """Field names of the sub-model found at `path` (ignores list indices)."""
+    """Field names of the sub-model found at `path` (ignores list indices; looks inside `X | None`)."""
     for key in path:
         field = model.model_fields.get(key) if isinstance(key, str) else None
         ann = getattr(field, "annotation", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
+        sub = [a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if sub:
+            model = sub[0]
         elif field is not None:
             return []
     return list(model.model_fields)
 
 
-def _format_errors(err: ValidationError) -> str:
+def format_errors(err: ValidationError, root: type[BaseModel] | None = None, prefix: str = "") -> str:
+    """pydantic's errors as one line per key path (prefix + path), with the closest valid key for a typo."""
     lines = []
     for e in err.errors():
-        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-after")))
-        key = ".".join(str(x) for x in loc) or "<root>"
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith(("function-after", "list["))))
+        key = prefix + (".".join(str(x) for x in loc) or "<root>")
         if e["type"] == "extra_forbidden":
-            valid = _valid_keys(Config, loc[:-1])
+            valid = _valid_keys(root or Config, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
+            hint = f"; did you mean '{prefix}{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
             lines.append(f"  {key}: unknown key{hint} (valid: {', '.join(valid)})")
         else:
             got = e.get("input")
@@ -298,19 +301,31 @@ def validate(data: dict) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err)) from None
+        raise ConfigError(format_errors(err)) from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping of sections; a missing file or another top level is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def deep_merge(base: dict, other: dict) -> dict:
+    """other's leaves over base's, section by section (a partial YAML overrides only what it names)."""
+    out = dict(base)
+    for k, v in other.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """YAML file (or defaults) + `key.path=value` overrides -> a validated Config."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    data = read_yaml(path) if path is not None else {}
     return validate(apply_overrides(data, overrides or []))
 
 

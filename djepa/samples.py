@@ -26,7 +26,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
@@ -48,7 +48,7 @@ def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray) -> Path:
         with open(tmp, "wb") as f:
             np.savez(f, images, labels)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -60,7 +60,7 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> 
         with open(tmp, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -86,7 +86,7 @@ def save_grid_png(path: str | Path, images: np.ndarray, ncol: int, scale: int = 
     if scale > 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     path = Path(path)
-    _atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
     return path
 
 

@@ -6,8 +6,11 @@ FID / IS / precision / recall against reference statistics (ADM's protocol).
         --num-samples 50000 --set sample.cfg=3.0 sample.temperature=0.98 sample.ar_steps=64 \\
         eval.workers=32 eval.use_gpu=true eval.reference=/data/VIRTUAL_imagenet256_labeled.npz
 
-The config is the checkpoint's config.yaml plus --set (sample.*, eval.*, tracking.*). Restarting with the
-same arguments reuses every finished shard.
+The config is the checkpoint's config.yaml, then --config (a partial YAML such as a sweep's best.yaml),
+then --set (sample.*, eval.*, tracking.*). Restarting with the same arguments reuses every finished shard.
+
+    python jobs/evaluate.py --checkpoint outputs/digits/checkpoint \
+        --config outputs/digits/sweeps/checkpoint-digits/best.yaml --num-samples 1000
 """
 import sys
 from pathlib import Path

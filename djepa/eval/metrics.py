@@ -66,7 +66,8 @@ def precision_recall(generated, real, k: int = 3, batch_size: int = 10000) -> tu
     """Improved precision/recall (Kynkaanniemi et al. 2019) with k-NN balls; memory O(batch x N)."""
     from torch_fidelity.metric_prc import calculate_precision_recall_part
 
-    g, r = torch.as_tensor(generated).float(), torch.as_tensor(real).float()
+    # a copy: arrays from Ray's object store are read-only, which torch warns about
+    g, r = (torch.tensor(np.asarray(a), dtype=torch.float32) for a in (generated, real))
     if g.shape[0] <= k or r.shape[0] <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} features per set, "
                          f"got {g.shape[0]} generated and {r.shape[0]} real")

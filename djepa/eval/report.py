@@ -56,17 +56,21 @@ def _metrics(cfg: Config, name: str, stats: FeatureStats, logits: np.ndarray, fe
 
 
 def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: str, image_shape: tuple,
-           reference: dict | None, pr_fn, parent_run_id: str | None, timing: dict) -> dict:
-    """Read every shard once more (checked), write samples.npz (+ PNGs), grid.png, metrics.json; log to MLflow.
-    pr_fn(name, generated features, reference images) -> (precision, recall) runs where the extractors are."""
+           reference: dict | None, pr_fn, track: dict, timing: dict) -> dict:
+    """Read every shard once more (checked), write samples.npz (+ PNGs), grid.png, metrics.json; log to MLflow
+    (track: parent_run_id, run_name, tags). pr_fn(name, generated features, reference images) ->
+    (precision, recall) runs where the extractors are."""
     n = shards[-1][1]
+    sampled, sample_seconds = 0, 0.0  # device seconds spent sampling, summed over the shards that recorded it
     names = list(reference["stats"]) if reference else []
     stats, logits, feats = {k: [] for k in names}, {k: [] for k in names}, {k: [] for k in names}
     paths = [shard_path(out, a, b) for a, b in shards]
     c = cfg.model.num_classes
     grid_n, first = c * max(1, min(cfg.sample.num_per_class, n // c)), []
     for (a, b), p in zip(shards, paths):
-        arrays, _ = read_shard(p, sample_hash, a, b, image_shape)
+        arrays, meta = read_shard(p, sample_hash, a, b, image_shape)
+        if meta.get("sample_seconds") is not None:
+            sampled, sample_seconds = sampled + b - a, sample_seconds + meta["sample_seconds"]
         if sum(map(len, first)) < grid_n:
             first.append(arrays["images"])
         for k in names:
@@ -75,7 +79,7 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
             feats[k].append(arrays[f"{k}.features"])
         if cfg.eval.pngs:
             _write_pngs(out / "png", arrays)
-    npz = write_adm_npz(out / "samples.npz", paths, n, image_shape)
+    npz = write_adm_npz(out / "samples.npz", paths, n, image_shape) if cfg.eval.save_npz else None
     scale = max(1, 64 // image_shape[0])  # a column per class (labels are interleaved)
     grid = save_grid_png(out / "grid.png", np.concatenate(first)[:grid_n], ncol=c, scale=scale)
     metrics = {}
@@ -84,14 +88,18 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
         metrics |= _metrics(cfg, k, FeatureStats.merge(stats[k]), np.concatenate(logits[k]),
                             np.concatenate(feats[k]), reference, pr_fn)
     s = cfg.sample
-    result = {"metrics": metrics, "num_samples": n, "checkpoint": str(checkpoint), "samples": str(npz),
+    # one worker's sampling time per image at sample.batch_size (the paper's Table 4 measure)
+    timing = timing | {"seconds_per_image": round(sample_seconds / sampled, 6) if sampled else None}
+    result = {"metrics": metrics, "num_samples": n, "checkpoint": str(checkpoint),
+              "samples": str(npz) if npz else None,
               "grid": str(grid), "sample_hash": sample_hash, "reference": reference["path"] if reference else None,
               "sampling": {"seed": s.seed, "ar_steps": s.ar_steps, "cfg": s.cfg, "cfg_schedule": s.cfg_schedule,
                            "temperature": s.temperature, "batch_size": s.batch_size},
               "features": list(names), **timing, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    result["mlflow"] = _track(cfg, out, checkpoint, result, parent_run_id, grid)
+    result["mlflow"] = _track(cfg, out, checkpoint, result, grid, **track)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
-    say(f"samples            {npz} (ADM .npz, {n:,} x {image_shape})")
+    if npz:
+        say(f"samples            {npz} (ADM .npz, {n:,} x {image_shape})")
     say(f"grid               {grid}")
     for k, v in metrics.items():
         say(f"{k:<18} {v:.4f}")
@@ -118,18 +126,21 @@ def _parent_run(checkpoint: Path) -> str | None:
     return None
 
 
-def _track(cfg: Config, out: Path, checkpoint: Path, result: dict, parent_run_id: str | None, grid: Path):
+def _track(cfg: Config, out: Path, checkpoint: Path, result: dict, grid: Path, parent_run_id: str | None = None,
+           run_name: str | None = None, tags: dict | None = None):
     from djepa.platform.tracking import start_run
 
     parent = parent_run_id or _parent_run(checkpoint)
-    name = f"eval-{checkpoint.name}-cfg{cfg.sample.cfg:g}-n{result['num_samples']}"
+    name = run_name or f"eval-{checkpoint.name}-cfg{cfg.sample.cfg:g}-n{result['num_samples']}"
     tracker = start_run(cfg, out, None, parent_run_id=parent, run_name=name)
     if not tracker.active:
         return None
     tracker.log_params({"eval.num_samples_run": str(result["num_samples"]), "eval.checkpoint": str(checkpoint),
                         "eval.sample_hash": result["sample_hash"], "eval.reference_file": str(result["reference"])})
-    tracker.set_tag("djepa.kind", "evaluation")
-    tracker.log_metrics(result["metrics"], step=0)
+    for k, v in ({"djepa.kind": "evaluation"} | (tags or {})).items():
+        tracker.set_tag(k, v)
+    spi = result.get("seconds_per_image")
+    tracker.log_metrics(result["metrics"] | ({"seconds_per_image": spi} if spi is not None else {}), step=0)
     tracker.log_artifact(grid, "samples")
     tracker.log_dict(result, "metrics.json")
     tracker.finish()

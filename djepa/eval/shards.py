@@ -17,7 +17,7 @@ import numpy as np
 
 from djepa.config import Config
 from djepa.eval.metrics import FeatureStats
-from djepa.samples import _atomic_write, balanced_labels, load_arrays, save_arrays
+from djepa.samples import atomic_write, balanced_labels, load_arrays, save_arrays
 
 FORMAT = "djepa-samples-v1"
 # the only model keys an evaluation may change: how many solver steps the token sampler takes
@@ -118,5 +118,5 @@ def write_adm_npz(path: Path, shards: list[Path], n: int, image_shape: tuple) ->
                         with np.load(p, allow_pickle=False) as z:
                             f.write(np.ascontiguousarray(z[key], dtype=dtype).tobytes())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from djepa.checkpoint import verify_checkpoint
-from djepa.config import Config, ConfigError, load_config
+from djepa.config import Config, ConfigError, apply_overrides, deep_merge, read_yaml, validate
 from djepa.eval.report import finish, resolve_reference, say
 from djepa.eval.shards import (SAMPLING_MODEL_KEYS, ShardError, file_digest, identity_hash, plan, read_shard,
                                sampling_identity, shard_features, shard_path, write_shard)
@@ -24,13 +24,13 @@ from djepa.local import fmt_eta
 from djepa.platform.tracking import flatten
 
 
-def eval_config(checkpoint: str | Path, overrides: list[str]) -> Config:
-    """The checkpoint's resolved config + overrides; the model and tokenizer must stay the checkpoint's
-    (except the token sampler's step count and solver)."""
+def eval_config(checkpoint: str | Path, overrides: list[str], extra: dict | None = None) -> Config:
+    """The checkpoint's resolved config, then `extra` (a partial config, e.g. a sweep's best.yaml), then
+    overrides; the model and tokenizer must stay the checkpoint's (except the token sampler's steps and solver)."""
     checkpoint = Path(checkpoint)
     verify_checkpoint(checkpoint)
-    base = load_config(checkpoint / "config.yaml")
-    cfg = load_config(checkpoint / "config.yaml", overrides)
+    base = validate(read_yaml(checkpoint / "config.yaml"))
+    cfg = validate(apply_overrides(deep_merge(read_yaml(checkpoint / "config.yaml"), extra or {}), overrides))
     old, new = (flatten({"model": c.model.model_dump(mode="json"), "tokenizer": c.tokenizer.model_dump(mode="json")})
                 for c in (base, cfg))
     allowed = {f"model.{k}" for k in SAMPLING_MODEL_KEYS}
@@ -69,12 +69,15 @@ class ShardWorker:
 
         t = time.perf_counter()
         labels = labels_of(start, stop, self.cfg.model.num_classes)
+        sample_seconds = None
         if images is None:
             images = sample_images(self.ema, self.cfg, labels, device=self.device, tokenizer=self.tokenizer,
-                                   indices=np.arange(start, stop))
+                                   indices=np.arange(start, stop))  # -> host uint8: the device work is done
+            sample_seconds = time.perf_counter() - t
         arrays = {"images": images, "labels": labels, "indices": np.arange(start, stop)}
         arrays |= shard_features(self.extractors, images)
-        return {"start": start, "stop": stop, "arrays": arrays, "seconds": time.perf_counter() - t}
+        return {"start": start, "stop": stop, "arrays": arrays, "seconds": time.perf_counter() - t,
+                "sample_seconds": sample_seconds}
 
     def precision_recall(self, name: str, generated: np.ndarray, real_images: np.ndarray, k: int) -> tuple:
         from djepa.eval.metrics import precision_recall
@@ -134,7 +137,7 @@ def _run_todo(out: Path, todo: list, pool, meta: dict) -> dict:
     total = sum(b - a for a, b, _ in todo)
     for i, res in enumerate(pool.map_unordered(lambda w, job: w.run.remote(*job), todo) if todo else [], 1):
         write_shard(shard_path(out, res["start"], res["stop"]), res["arrays"],
-                    meta | {"start": res["start"], "stop": res["stop"]})
+                    meta | {"start": res["start"], "stop": res["stop"], "sample_seconds": res["sample_seconds"]})
         done += res["stop"] - res["start"]
         rate = done / (time.perf_counter() - start)
         say(f"shard {i}/{len(todo)} [{res['start']}, {res['stop']}) in {res['seconds']:.1f}s; {done:,}/{total:,} "
@@ -147,8 +150,9 @@ def _run_todo(out: Path, todo: list, pool, meta: dict) -> dict:
 
 
 def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None, with_metrics: bool = True,
-             parent_run_id: str | None = None) -> dict:
-    """Generate (and, with_metrics, evaluate) num_samples samples of `checkpoint`; -> the summary dict."""
+             parent_run_id: str | None = None, run_name: str | None = None, tags: dict | None = None) -> dict:
+    """Generate (and, with_metrics, evaluate) num_samples samples of `checkpoint`; -> the summary dict.
+    The MLflow run is a child of parent_run_id (default: the checkpoint's training run), named run_name."""
     import ray
 
     from djepa.eval.features import build_extractors
@@ -202,8 +206,8 @@ def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None
         pr_fn = _remote_pr(workers[0], e.pr_k)
     try:
         stats = _run_todo(out, todo, pool, meta)
-        summary = finish(cfg, out, checkpoint, shards, sample_hash, image_shape, reference, pr_fn, parent_run_id,
-                         stats)
+        summary = finish(cfg, out, checkpoint, shards, sample_hash, image_shape, reference, pr_fn,
+                         {"parent_run_id": parent_run_id, "run_name": run_name, "tags": tags or {}}, stats)
     finally:
         for w in workers:  # free the CPUs / GPUs now, not when the driver exits
             ray.kill(w)
