@@ -47,3 +47,18 @@ def encoded_digits(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("encoded") / "digits"
     encode(tiny_config(f"data.encoded_dir={out}", "data.rows_per_file=500"))
     return out
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory):
+    """A tiny digits model at initialisation, saved as a checkpoint (tests only read it)."""
+    from djepa.checkpoint import save_checkpoint
+    from djepa.models.djepa import build_model
+    from djepa.models.ema import make_ema
+
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.tokenizer)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint_0000000"
+    save_checkpoint(path, cfg, model.state_dict(), make_ema(model).state_dict(), {"step": 0})
+    return path

@@ -3,26 +3,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from djepa.checkpoint import save_checkpoint
-from djepa.models.djepa import build_model
-from djepa.models.ema import make_ema
 from djepa.platform.evaluator import eval_config, generate
 
 N = 23  # 5 shards of 5, the last one partial
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from conftest import tiny_config
-
-    cfg = tiny_config()
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.tokenizer)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint_0000000"
-    save_checkpoint(path, cfg, model.state_dict(), make_ema(model).state_dict(), {"step": 0})
-    return path
+@pytest.fixture
+def checkpoint(untrained_checkpoint):
+    return untrained_checkpoint
 
 
 def _cfg(checkpoint, out, *extra):

@@ -2,26 +2,10 @@
 import json
 
 import pytest
-import torch
 
-from djepa.checkpoint import save_checkpoint
 from djepa.cli import _checkpoint_config
 from djepa.config import ConfigError
-from djepa.models.djepa import build_model
-from djepa.models.ema import make_ema
 from djepa.platform.sweep_config import SweepConfig, around, choose, load_sweep, point, stage_points
-
-
-@pytest.fixture(scope="module")
-def untrained(tmp_path_factory):
-    from conftest import tiny_config
-
-    cfg = tiny_config()
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.tokenizer)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint_0000000"
-    save_checkpoint(path, cfg, model.state_dict(), make_ema(model).state_dict(), {"step": 0})
-    return path
 
 
 def _write(tmp_path, text):
@@ -30,8 +14,8 @@ def _write(tmp_path, text):
     return f
 
 
-def test_paper_grids(untrained, tmp_path):
-    cfg, spec = load_sweep(untrained, "configs/sweep-paper.yaml", ["eval.features=[domain]", "sweep.metric=fd_domain",
+def test_paper_grids(untrained_checkpoint, tmp_path):
+    cfg, spec = load_sweep(untrained_checkpoint, "configs/sweep-paper.yaml", ["eval.features=[domain]", "sweep.metric=fd_domain",
                                                                    "sweep.coarse.ar_steps=16",
                                                                    "sweep.ar_steps.values=[4,8,16]"])
     coarse = stage_points(spec, "coarse", cfg, None)
@@ -61,18 +45,18 @@ def test_choice_is_the_arg_best_and_never_a_failed_trial():
     assert score({"fid": 2.0}, weighted) is None and score({"fid": float("nan")}, SweepConfig()) is None
 
 
-def test_sweep_config_errors_name_the_key(untrained, tmp_path):
+def test_sweep_config_errors_name_the_key(untrained_checkpoint, tmp_path):
     with pytest.raises(ConfigError, match="sweep.coarse.tempreature: unknown key; did you mean "
                                           "'sweep.coarse.temperature'"):
-        load_sweep(untrained, _write(tmp_path, "sweep: {coarse: {tempreature: [1.0]}}"), [])
+        load_sweep(untrained_checkpoint, _write(tmp_path, "sweep: {coarse: {tempreature: [1.0]}}"), [])
     with pytest.raises(ConfigError, match="sweep.metric: 'fid' is not a metric of this evaluation"):
-        load_sweep(untrained, None, ["eval.features=[domain]"])
+        load_sweep(untrained_checkpoint, None, ["eval.features=[domain]"])
     with pytest.raises(ConfigError, match=r"sweep.ar_steps.values: \[32\] outside 1..16"):
-        load_sweep(untrained, None, ["sweep.metric=fd_domain", "sweep.ar_steps.values=[4,32]"])
+        load_sweep(untrained_checkpoint, None, ["sweep.metric=fd_domain", "sweep.ar_steps.values=[4,32]"])
     with pytest.raises(ConfigError, match="fine is centred on the coarse"):
-        load_sweep(untrained, None, ["sweep.coarse=null"])
+        load_sweep(untrained_checkpoint, None, ["sweep.coarse=null"])
     with pytest.raises(ConfigError, match="model.width differ"):
-        load_sweep(untrained, _write(tmp_path, "sweep: {metric: fid}\nmodel: {width: 64}"), [])
+        load_sweep(untrained_checkpoint, _write(tmp_path, "sweep: {metric: fid}\nmodel: {width: 64}"), [])
 
 
 @pytest.fixture(scope="module")

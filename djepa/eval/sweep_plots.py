@@ -18,6 +18,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    _plt().close(fig)
+    return path
+
+
 def heat_map(trials: list[dict], metric: str, path: Path, title: str, best: dict | None = None) -> Path | None:
     """cfg (rows) x temperature (columns) of `metric`; failed or missing cells show 'x', the best cell is boxed."""
     cfgs = sorted({t["point"]["cfg"] for t in trials})
@@ -49,11 +57,7 @@ def heat_map(trials: list[dict], metric: str, path: Path, title: str, best: dict
         i, j = cfgs.index(best["point"]["cfg"]), temps.index(best["point"]["temperature"])
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def ar_steps_plot(trials: list[dict], metrics: list[str], path: Path, title: str) -> Path | None:
@@ -73,11 +77,7 @@ def ar_steps_plot(trials: list[dict], metrics: list[str], path: Path, title: str
         ax.set_xticks(steps)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _fmt(v) -> str:
