@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn as nn
+from torch.distributed.tensor import DTensor
 
 from djepa.config import TrainConfig
 from djepa.models.djepa import DJEPA
@@ -55,11 +57,20 @@ def weight_decay_at(step: int, cfg: TrainConfig) -> float:
 
 @dataclass
 class StepResult:
-    loss: float
-    loss_d: float
-    loss_p: float
-    grad_norm: float
+    """The step's losses and gradient norm stay on the device until read. Reading any of `loss`,
+    `loss_d`, `loss_p` or `grad_norm` copies all four to the host at once (one sync), so a loop that
+    reads them only on log steps lets the CPU queue the next step while the GPU still runs this one."""
+    values: torch.Tensor  # (4,) float32 on the device: loss, loss_d, loss_p, grad_norm
     lr: float
+
+    @cached_property
+    def host(self) -> list[float]:
+        return self.values.tolist()
+
+    loss = property(lambda self: self.host[0])
+    loss_d = property(lambda self: self.host[1])
+    loss_p = property(lambda self: self.host[2])  # 0.0 without a projector (the MAR baseline)
+    grad_norm = property(lambda self: self.host[3])
 
 
 def train_step(model: DJEPA, ema: DJEPA, opt: torch.optim.Optimizer, tokens, labels, step: int,
@@ -80,5 +91,8 @@ def train_step(model: DJEPA, ema: DJEPA, opt: torch.optim.Optimizer, tokens, lab
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     opt.step()
     ema_update(ema, model, ema_decay)
-    vals = {k: float(v.detach()) for k, v in out.items()}
-    return StepResult(vals["loss"], vals["loss_d"], vals.get("loss_p", 0.0), float(grad_norm), lr)
+    if isinstance(grad_norm, DTensor):  # FSDP2: the norm of sharded gradients, reduced on the device
+        grad_norm = grad_norm.full_tensor()
+    loss_p = out.get("loss_p", torch.zeros((), device=grad_norm.device))
+    values = torch.stack([v.detach().float() for v in (out["loss"], out["loss_d"], loss_p, grad_norm)])
+    return StepResult(values, lr)  # no host sync here: see StepResult

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from djepa.config import Config
+from djepa.config import Config, SampleConfig
 from djepa.models.rng import RowGenerator
 from djepa.models.sampler import generate
 from djepa.models.tokenizer import build_tokenizer
@@ -90,6 +90,12 @@ def save_grid_png(path: str | Path, images: np.ndarray, ncol: int, scale: int = 
     return path
 
 
+def sampling_dtype(s: SampleConfig, device: torch.device | str) -> torch.dtype | None:
+    """sample.dtype for `device` -> the autocast dtype for `generate` (None: plain fp32)."""
+    bf16 = s.dtype == "bf16" or (s.dtype == "auto" and torch.device(device).type == "cuda")
+    return torch.bfloat16 if bf16 else None
+
+
 def sample_seeds(seed: int, indices: np.ndarray) -> list[int]:
     """The seed of sample `index` (EDM2): a function of (sample.seed, index) only, so any subset of a run
     can be regenerated and no sample depends on its batch, the batch size or the number of workers."""
@@ -101,7 +107,8 @@ def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | Non
                   seed: int | None = None, device: torch.device | str = "cpu", tokenizer=None,
                   indices: np.ndarray | None = None) -> np.ndarray:
     """Class-conditional samples -> uint8 (N, H, W, C), in batches of sample.batch_size; sample i (of
-    `indices`, default 0..N-1) draws all its noise from its own seed. Pass `tokenizer` to reuse a loaded VAE."""
+    `indices`, default 0..N-1) draws all its noise from its own seed. Pass `tokenizer` to reuse a loaded VAE.
+    Precision and CUDA graphs follow sample.dtype and sample.cuda_graphs (the decoder runs as before)."""
     s = cfg.sample
     if tokenizer is None:
         tokenizer = build_tokenizer(cfg.tokenizer).to(device)
@@ -112,7 +119,7 @@ def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | Non
         y = torch.as_tensor(labels[i: i + s.batch_size], device=device)
         rows = RowGenerator(seeds[i: i + s.batch_size], device)
         tokens = generate(model, y, s.ar_steps, s.cfg if cfg_scale is None else cfg_scale, s.cfg_schedule,
-                          s.temperature, generator=rows)
+                          s.temperature, generator=rows, dtype=sampling_dtype(s, device), cuda_graphs=s.cuda_graphs)
         out.append(to_uint8(tokenizer.decode(tokens)))
     return np.concatenate(out)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from djepa.config import Config
 from djepa.eval.metrics import FeatureStats
-from djepa.samples import atomic_write, balanced_labels, load_arrays, save_arrays
+from djepa.samples import atomic_write, balanced_labels, load_arrays, sampling_dtype, save_arrays
 
 FORMAT = "djepa-samples-v1"
 # the only model keys an evaluation may change: how many solver steps the token sampler takes
@@ -43,10 +43,12 @@ def file_digest(path: str | Path) -> str:
 def sampling_identity(cfg: Config, checkpoint_digest: str) -> dict:
     """Everything the pixels of sample i depend on (not the batch size, shard size or worker count)."""
     s = cfg.sample
+    sample = {"seed": s.seed, "ar_steps": s.ar_steps, "cfg": s.cfg, "cfg_schedule": s.cfg_schedule,
+              "temperature": s.temperature}
+    if sampling_dtype(s, "cuda" if cfg.eval.use_gpu else "cpu") is not None:
+        sample["dtype"] = "bf16"  # other pixels than fp32; fp32 keeps the hashes of earlier evaluations
     return {"format": FORMAT, "checkpoint_sha256": checkpoint_digest, "model": cfg.model.model_dump(mode="json"),
-            "tokenizer": cfg.tokenizer.model_dump(mode="json"),
-            "sample": {"seed": s.seed, "ar_steps": s.ar_steps, "cfg": s.cfg, "cfg_schedule": s.cfg_schedule,
-                       "temperature": s.temperature}}
+            "tokenizer": cfg.tokenizer.model_dump(mode="json"), "sample": sample}
 
 
 def identity_hash(identity: dict) -> str:

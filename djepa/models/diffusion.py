@@ -98,6 +98,7 @@ class GaussianDiffusion(nn.Module):
             self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
         tmap = list(range(self.num_timesteps)) if timestep_map is None else list(timestep_map)
         self.register_buffer("timestep_map", torch.tensor(tmap, dtype=torch.long), persistent=False)
+        self._tmap = [int(i) for i in tmap]  # on the host: the sampling loop builds t without a lookup
 
     @classmethod
     def from_config(cls, schedule: str, steps: int, respace_to: int | None = None) -> "GaussianDiffusion":
@@ -113,7 +114,11 @@ class GaussianDiffusion(nn.Module):
         return cls(np.array(new_betas), use)
 
     @staticmethod
-    def _at(arr: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _at(arr: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
+        """arr at step t, broadcastable against x: per row for a (M,) tensor t (training), a 0-dim
+        view for an int t (sampling: one step for all rows, no gather kernel, the same products)."""
+        if isinstance(t, int):
+            return arr[t].to(x.dtype)
         return arr[t].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
 
     def q_sample(self, x0, t, noise):
@@ -126,7 +131,7 @@ class GaussianDiffusion(nn.Module):
         return mean, self._at(self.posterior_log_variance_clipped, t, xt)
 
     def p_mean_variance(self, model_out, xt, t):
-        """Network output (eps, v) -> mean and log-variance of p(x_{t-1} | x_t).
+        """Network output (eps, v) -> mean and log-variance of p(x_{t-1} | x_t); t (M,) or one int step.
 
         Learned range: log var = frac * log(beta_t) + (1 - frac) * log(posterior var), frac = (v + 1) / 2.
         """
@@ -157,11 +162,14 @@ class GaussianDiffusion(nn.Module):
     @torch.no_grad()
     def sample_loop(self, net: Callable, noise, temperature: float = 1.0, step_noise=None):
         """Ancestral sampling from x_T = noise (M, C); `net(x, t_original)` returns (eps, v).
-        step_noise (M, steps - 1, C) is the noise of each step, drawn by the caller (per sample if it likes)."""
+        step_noise (M, steps - 1, C) is the noise of each step, drawn by the caller (per sample if it likes).
+        temperature may be a 0-dim tensor (a CUDA graph's input)."""
         x = noise
         for k, i in enumerate(reversed(range(self.num_timesteps))):
-            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            mean, log_var = self.p_mean_variance(net(x, self.timestep_map[t]), x, t)
+            # every row is at step i: t for the net from the host-side map, coefficients as 0-dim views
+            # (the same values as a per-row gather, without its kernels); no host-device sync anywhere
+            t = torch.full((x.shape[0],), self._tmap[i], device=x.device, dtype=torch.long)
+            mean, log_var = self.p_mean_variance(net(x, t), x, i)
             if i > 0:
                 x = mean + torch.exp(0.5 * log_var) * step_noise[:, k] * temperature
             else:

@@ -4,10 +4,14 @@ T auto-regressive steps on a cosine schedule in a random order per sample; each
 step encodes the known tokens, predicts z for all unknown ones and denoises the
 next set with the token loss's sampler. T = N is next-token prediction, T = 1 is
 one-shot. Tokens given up front (a keep-mask) make the same loop in- or outpaint.
+
+The loop never waits for the device: its schedule, slices and guidance scales are host-side
+integers and floats, and only an inpainting call reads the keep-mask back (once).
 """
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 
@@ -50,37 +54,52 @@ def generate(
     tokens: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
     force_guidance: bool = False,
+    dtype: torch.dtype | None = None,
+    cuda_graphs: bool = False,
 ) -> torch.Tensor:
     """labels (B,) -> tokens (B, N, C). With `tokens` and `keep` (B, N) bool, kept tokens are given
     (inpainting / outpainting) and returned bit-exactly; every row must keep the same number.
     The batch is doubled (conditional + null class) only when cfg != 1 or `force_guidance`.
-    A RowGenerator (one seed per label) makes each sample independent of its batch."""
+    A RowGenerator (one seed per label) makes each sample independent of its batch.
+    dtype (e.g. torch.bfloat16): autocast dtype of the transformer and the denoiser; the diffusion
+    arithmetic stays float32 (see token_loss). cuda_graphs: replay the per-token loop as CUDA graphs
+    (GPU only; elsewhere ignored)."""
     model.eval()
     b, n, c = labels.shape[0], model.num_tokens, model.token_dim
     device = labels.device
     if tokens is None:
         tokens = torch.zeros(b, n, c, device=device)
-        keep = torch.zeros(b, n, dtype=torch.bool, device=device)
+        keep, known = None, 0  # nothing given: no need to read a mask back from the device
     elif keep is None:
         raise ValueError("inpainting needs `keep`, a (B, N) bool mask of the given tokens")
-    tokens = tokens.clone()
-    known = int(keep[0].sum())
-    if not bool((keep.sum(dim=1) == known).all()):
-        raise ValueError("every row of `keep` must mark the same number of given tokens")
+    else:
+        tokens = tokens.clone()
+        known = int(keep[0].sum())
+        if not bool((keep.sum(dim=1) == known).all()):
+            raise ValueError("every row of `keep` must mark the same number of given tokens")
     if known == n:
         return tokens
     # random order: given tokens first (already "generated"), then a random order of the rest
-    keys = rand((b, n), generator, device).masked_fill(keep, -1.0)
-    orders = keys.argsort(dim=1)
+    keys = rand((b, n), generator, device)
+    orders = (keys if keep is None else keys.masked_fill(keep, -1.0)).argsort(dim=1)
+    model.token_loss.cuda_graphs = cuda_graphs
+    # no autocast cast cache: the weights are constant here, and a cache would leak into CUDA graphs
+    amp = torch.autocast(device.type, dtype=dtype, cache_enabled=False) if dtype is not None else nullcontext()
+    with amp:
+        return _loop(model, labels, tokens, orders, known, ar_steps, cfg, cfg_schedule, temperature, generator,
+                     force_guidance or cfg != 1.0)
 
-    guided = force_guidance or cfg != 1.0
+
+def _loop(model, labels, tokens, orders, known, ar_steps, cfg, cfg_schedule, temperature, generator, guided):
+    """Algorithm 1 from `known` given tokens, in the random `orders` (B, N); fills `tokens` in place."""
+    b, n, c = tokens.shape
     cls = model.class_embedding(labels)
     if guided:
         cls = torch.cat([cls, model.null_class.expand(b, -1)])
     for count in ar_schedule(n - known, min(ar_steps, n - known)):
         keep_idx, next_idx = orders[:, :known], orders[:, known : known + count]
         src, idx = (torch.cat([tokens, tokens]), torch.cat([keep_idx, keep_idx])) if guided else (tokens, keep_idx)
-        z = model.predict(model.encode(src, idx, cls), idx)  # (B or 2B, N, D)
+        z = model.predict(model.encode(src, idx, cls), idx).float()  # (B or 2B, N, D)
         z_next = gather_tokens(z, torch.cat([next_idx, next_idx]) if guided else next_idx)
         scale = cfg_at(cfg, cfg_schedule, known + count, n)
         x = model.token_loss.sample(z_next.reshape(-1, z.shape[-1]), temperature, scale, guided, generator)

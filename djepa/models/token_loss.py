@@ -2,6 +2,11 @@
 
 Both model p(x_i | z_i) with a small residual MLP conditioned through AdaLN on
 z_i + a time embedding (MAR's denoiser). The encoders never see the noise schedule.
+
+Sampling precision: under the caller's torch.autocast the denoiser runs in the autocast dtype,
+while the sampler's own arithmetic (noise, guidance, posterior, the x_t update, temperature) stays
+float32: the net's output is cast back to float32 before it is used. With `cuda_graphs` set (see
+djepa.models.graphs) the whole per-token loop is captured once per shape and replayed.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import torch.nn as nn
 
 from djepa.config import TokenLossConfig
 from djepa.models.diffusion import GaussianDiffusion
+from djepa.models.graphs import run_maybe_graphed
 from djepa.models.rng import randn
 
 
@@ -78,12 +84,25 @@ class Denoiser(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, x, t, z):
-        y = self.time_embed(t) + self.cond_embed(z)  # (M, W)
+        return self.denoise(x, t, self.cond_embed(z))
+
+    def denoise(self, x, t, cond):
+        """forward with cond = cond_embed(z) given: a sampler computes it once for all its steps."""
+        y = self.time_embed(t) + cond  # (M, W)
         h = self.input_proj(x)
         for block in self.blocks:
             h = block(h, y)
         shift, scale = self.final_ada(y).chunk(2, dim=-1)
         return self.final(modulate(self.final_norm(h), shift, scale))
+
+
+def _conditioned(net: nn.Module, z: torch.Tensor):
+    """net(x, t, z) for a fixed z as a function of (x, t) with a float32 output; the Denoiser embeds z
+    once for all the sampler's steps instead of at every step (the same values)."""
+    if isinstance(net, Denoiser):
+        cond = net.cond_embed(z)  # (rows, W)
+        return lambda x, t: net.denoise(x, t, cond).float()
+    return lambda x, t: net(x, t, z).float()
 
 
 def _guided(net_out: torch.Tensor, cfg: float, channels: int | None = None) -> torch.Tensor:
@@ -120,13 +139,20 @@ class DiffusionLoss(nn.Module):
         """z (M, D) -> x (M, C). Guided: z holds [cond; uncond] rows (2M, D) and M samples come back."""
         guided = cfg != 1.0 if guided is None else guided
         m = z.shape[0] // 2 if guided else z.shape[0]
-        # every step's noise in one draw (per sample with a RowGenerator): (M, steps, C)
-        noise = randn((m, self.sample_diffusion.num_timesteps, self.token_dim), generator, z.device, z.dtype)
+        # every step's noise in one draw (per sample with a RowGenerator): (M, steps, C), float32 always
+        noise = randn((m, self.sample_diffusion.num_timesteps, self.token_dim), generator, z.device)
+        return run_maybe_graphed(self, self._sample_loop, (z, noise), (temperature, cfg), key=guided)
+
+    def _sample_loop(self, z, noise, temperature, cfg):
+        """The deterministic part of `sample` (no draws, no host syncs: it can be a CUDA graph);
+        temperature and cfg are floats or 0-dim tensors. Guided iff z has twice the rows of noise."""
+        guided = z.shape[0] != noise.shape[0]
+        eps_v = _conditioned(self.net, z)
 
         def net(x, t):
             if not guided:
-                return self.net(x, t, z)
-            return _guided(self.net(torch.cat([x, x]), torch.cat([t, t]), z), cfg, self.token_dim)
+                return eps_v(x, t)
+            return _guided(eps_v(torch.cat([x, x]), torch.cat([t, t])), cfg, self.token_dim)
 
         return self.sample_diffusion.sample_loop(net, noise[:, 0], temperature, noise[:, 1:])
 
@@ -162,16 +188,22 @@ class FlowLoss(nn.Module):
     def sample(self, z, temperature: float = 1.0, cfg: float = 1.0, guided: bool | None = None, generator=None):
         guided = cfg != 1.0 if guided is None else guided
         m = z.shape[0] // 2 if guided else z.shape[0]
+        noise = randn((m, self.token_dim), generator, z.device)
+        return run_maybe_graphed(self, self._sample_loop, (z, noise), (temperature, cfg), key=guided)
+
+    def _sample_loop(self, z, noise, temperature, cfg):
+        guided = z.shape[0] != noise.shape[0]
+        vel = _conditioned(self.net, z)
 
         def v(x, t):
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
             if not guided:
-                return self._v(x, tt, z)
-            return _guided(self._v(torch.cat([x, x]), torch.cat([tt, tt]), z), cfg)
+                return vel(x, tt * 1000.0)  # as _v
+            return _guided(vel(torch.cat([x, x]), torch.cat([tt, tt]) * 1000.0), cfg)
 
         # An ODE has no per-step noise: temperature scales the initial noise instead
         # (the flow analogue of MAR's noise temperature).
-        x = randn((m, self.token_dim), generator, z.device, z.dtype) * temperature
+        x = noise * temperature
         dt = 1.0 / self.steps
         for i in range(self.steps):
             t = i * dt

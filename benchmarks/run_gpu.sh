@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The GPU measurements of benchmarks/RESULTS.md, in priority order, each under its own timeout, one JSON
+# line per run appended to $OUT/results.jsonl (stderr to $OUT/log.txt). A global deadline skips what is
+# left (re-run with the skipped group names). Usage: benchmarks/run_gpu.sh GROUP... (smoke train sampleB
+# rngB sampleL sampleH trainL32 sampleLbf16 sampleLfp32; fast paths: fasttest fastB32 fastB64 fastL64 fasttrain
+# graphB64 graphB32 graphL64 trainBend); OUT defaults to /tmp/djepa_bench, DEADLINE (seconds from start) to 540.
+set -u
+OUT=${OUT:-/tmp/djepa_bench}; mkdir -p "$OUT"
+DEADLINE=${DEADLINE:-540}
+START=$(date +%s)
+export PYTHONUNBUFFERED=1 PYTHONPATH=".:${PYTHONPATH:-}"
+R="$OUT/results.jsonl"; L="$OUT/log.txt"
+
+job() {  # job TIMEOUT SCRIPT ARGS...
+  local t=$1; shift
+  local left=$(( DEADLINE - ($(date +%s) - START) ))
+  if (( left < 20 )); then echo "{\"skipped\": \"$*\"}" >> "$R"; return; fi
+  (( t > left )) && t=$left
+  echo "=== $(date +%T) [$t s] $*" >> "$L"
+  local line rc
+  timeout "$t" python3 "$@" > "$OUT/.last" 2>>"$L"; rc=$?
+  line=$(tail -1 "$OUT/.last")
+  if [[ "$line" == \{* ]]; then echo "$line" >> "$R"; else echo "{\"failed\": \"$*\", \"rc\": $rc}" >> "$R"; fi
+  echo "    rc=$rc $(date +%T)" >> "$L"
+}
+
+S=benchmarks/sample_speed.py; T=benchmarks/train_speed.py
+B=configs/djepa-b.yaml; LL=configs/djepa-l.yaml; H=configs/djepa-h.yaml
+for g in "$@"; do case $g in
+  smoke) job 120 benchmarks/gpu_smoke.py ;;
+  train)
+    for d in bf16 fp32; do
+      job 90 $T --config $B --batch-size 64 --dtype $d
+      job 120 $T --config $LL --batch-size 64 --dtype $d
+    done ;;
+  sampleB)
+    for d in bf16 fp32; do
+      job 90 $S --config $B --batch-size 256 --ar-steps 32 --cfg 1.0 --dtype $d
+      job 180 $S --config $B --batch-size 256 --ar-steps 64 --cfg 3.1 --dtype $d
+    done ;;
+  rngB) job 90 $S --config $B --batch-size 256 --ar-steps 64 --cfg 3.1 --dtype bf16 --rng single ;;
+  sampleL)
+    job 150 $S --config $LL --batch-size 256 --ar-steps 64 --dtype bf16
+    job 330 $S --config $LL --batch-size 256 --ar-steps 64 --dtype fp32 ;;
+  trainL32) for d in fp32 bf16; do job 90 $T --config $LL --batch-size 32 --dtype $d; done ;;
+  sampleLbf16) job 150 $S --config $LL --batch-size 256 --ar-steps 64 --dtype bf16 ;;
+  sampleLfp32) job 400 $S --config $LL --batch-size 256 --ar-steps 64 --dtype fp32 --warmup-batch-size 32 ;;
+  sampleH) job 240 $S --config $H --batch-size 256 --ar-steps 64 --dtype bf16 ;;
+  # the fast paths (issue 8): the new default sample.dtype=auto (bf16 on CUDA), then CUDA graphs
+  fasttest) echo "=== pytest" >> "$L"; timeout 90 python3 -m pytest -q -s tests/test_fast_paths.py >> "$L" 2>&1 ;;
+  fastB32) job 60 $S --config $B --batch-size 256 --ar-steps 32 --cfg 1.0 --no-cuda-graphs ;;
+  fastB64) job 90 $S --config $B --batch-size 256 --ar-steps 64 --cfg 3.1 --no-cuda-graphs ;;
+  fastL64) job 110 $S --config $LL --batch-size 256 --ar-steps 64 --no-cuda-graphs ;;
+  fasttrain)
+    job 60 $T --config $B --batch-size 64 --dtype bf16 --no-flops
+    job 60 $T --config $LL --batch-size 64 --dtype bf16 --no-flops ;;
+  graphB64) job 90 $S --config $B --batch-size 256 --ar-steps 64 --cfg 3.1 --cuda-graphs --batches 2 ;;
+  graphB32) job 60 $S --config $B --batch-size 256 --ar-steps 32 --cfg 1.0 --cuda-graphs --batches 2 ;;
+  graphL64) job 150 $S --config $LL --batch-size 256 --ar-steps 64 --cuda-graphs --batches 2 ;;
+  trainBend) job 60 $T --config $B --batch-size 64 --dtype bf16 --no-flops --read end ;;
+  *) echo "unknown group $g" >&2 ;;
+esac; done
+echo "total $(( $(date +%s) - START )) s" >> "$L"
