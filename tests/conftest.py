@@ -34,7 +34,7 @@ def ray_session():
     import ray.data  # noqa: F401  binds Ray Data's log handler to the session's stream, not one test's capsys
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)  # never a `ray start` cluster
     yield ray
     ray.shutdown()
 

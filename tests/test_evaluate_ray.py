@@ -34,7 +34,8 @@ def test_one_and_two_workers_give_byte_identical_samples_and_metrics(ray_session
         assert z["arr_1"].tolist() == [i % 10 for i in range(N)]
     m = one["metrics"]
     assert set(m) == {"fd_domain", "is_domain", "is_std_domain", "precision_domain", "recall_domain",
-                      "floor_fd_domain"}
+                      "floor_fd_domain", "consistency_domain"}
+    assert 0 <= m["consistency_domain"] <= 1
     assert m["fd_domain"] > m["floor_fd_domain"] > 0 and 1.0 <= m["is_domain"] <= 10.0
     saved = json.loads((tmp_path / "w1" / "metrics.json").read_text())
     assert saved["metrics"] == m and saved["sampling"]["cfg"] == 3.0 and saved["num_samples"] == N

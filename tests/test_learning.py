@@ -15,7 +15,7 @@ from djepa.config import load_config
 @pytest.mark.slow
 def test_demo_job_trains_samples_and_writes_outputs(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "jobs/demo.py", "--set", "train.steps=600", "train.max_minutes=null", "train.log_every=40",
+    cmd = [sys.executable, "jobs/demo.py", "--local", "--set", "train.steps=600", "train.max_minutes=null", "train.log_every=40",
            f"train.out_dir={out}", "sample.num_per_class=3", "sample.ar_steps=8", "eval.num_samples=100",
            "model.token_loss.diffusion.sample_steps=50"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -88,3 +88,16 @@ def test_run_directory_rules(tiny, tmp_path):
         prepare_run(tiny(f"train.out_dir={tmp_path / 'run'}", "model.width=48"), resume=True, resume_from=None)
     with pytest.raises(ConfigError, match=r"saved with train.parallel=ddp; resume with --set train.parallel=ddp"):
         prepare_run(tiny(f"train.out_dir={tmp_path / 'run'}", "train.parallel=fsdp"), resume=True, resume_from=None)
+
+
+def test_a_ray_job_needs_absolute_outputs(tiny, tmp_path, monkeypatch):
+    """In a `ray job submit` job the cwd is a temporary copy: relative outputs would be lost with it."""
+    from djepa.platform.tracking import tracking_uri
+
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray's job supervisor sets for the driver
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ConfigError, match="train.out_dir=outputs/run is relative: in a Ray job"):
+        prepare_run(tiny("train.out_dir=outputs/run"), False, None)
+    assert prepare_run(tiny(f"train.out_dir={tmp_path / 'run'}"), False, None)[0] == tmp_path / "run"
+    with pytest.warns(UserWarning, match="no MLFLOW_TRACKING_URI in this Ray job"):
+        tracking_uri(tiny())

@@ -41,12 +41,14 @@ def resolve_reference(cfg: Config, extractors) -> dict | None:
 
 
 def _metrics(cfg: Config, name: str, stats: FeatureStats, logits: np.ndarray, features: np.ndarray,
-             reference: dict, pr_fn) -> dict:
+             labels: np.ndarray, reference: dict, pr_fn) -> dict:
     suffix = "" if name == "inception" else f"_{name}"
     fd_key = "fid" if name == "inception" else f"fd_{name}"
     mu, sigma = stats.mu_sigma()
     out = {fd_key: frechet_distance(mu, sigma, *reference["stats"][name])}
     out[f"is{suffix}"], out[f"is_std{suffix}"] = inception_score(logits, cfg.eval.is_splits)
+    if name != "inception":  # a classifier of the data's own classes: how often it agrees with the condition
+        out[f"consistency{suffix}"] = float((logits.argmax(1) == labels).mean())
     if reference["images"] is not None:
         out[f"precision{suffix}"], out[f"recall{suffix}"] = pr_fn(name, features, reference["images"])
     floor = reference["floors"].get(f"floor_fd_{name}")
@@ -63,12 +65,13 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
     n = shards[-1][1]
     sampled, sample_seconds = 0, 0.0  # device seconds spent sampling, summed over the shards that recorded it
     names = list(reference["stats"]) if reference else []
-    stats, logits, feats = {k: [] for k in names}, {k: [] for k in names}, {k: [] for k in names}
+    stats, logits, feats, labels = {k: [] for k in names}, {k: [] for k in names}, {k: [] for k in names}, []
     paths = [shard_path(out, a, b) for a, b in shards]
     c = cfg.model.num_classes
     grid_n, first = c * max(1, min(cfg.sample.num_per_class, n // c)), []
     for (a, b), p in zip(shards, paths):
         arrays, meta = read_shard(p, sample_hash, a, b, image_shape)
+        labels.append(arrays["labels"])
         if meta.get("sample_seconds") is not None:
             sampled, sample_seconds = sampled + b - a, sample_seconds + meta["sample_seconds"]
         if sum(map(len, first)) < grid_n:
@@ -86,7 +89,7 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
     for k in names:
         say(f"{k} metrics on {n:,} samples")
         metrics |= _metrics(cfg, k, FeatureStats.merge(stats[k]), np.concatenate(logits[k]),
-                            np.concatenate(feats[k]), reference, pr_fn)
+                            np.concatenate(feats[k]), np.concatenate(labels), reference, pr_fn)
     s = cfg.sample
     # one worker's sampling time per image at sample.batch_size (the paper's Table 4 measure)
     timing = timing | {"seconds_per_image": round(sample_seconds / sampled, 6) if sampled else None}

@@ -123,22 +123,59 @@ def _scan(out: Path, shards: list, sample_hash: str, image_shape: tuple, feature
     return todo
 
 
-def _remote_pr(worker, k: int):
+def _remote_pr(workers: list, k: int):
     import ray
 
-    def pr_fn(name, features, images):
-        return ray.get(worker.precision_recall.remote(name, features, images, k))
+    def pr_fn(name, features, images):  # on whichever worker is alive now (a lost one is replaced)
+        return ray.get(workers[0].precision_recall.remote(name, features, images, k))
     return pr_fn
 
 
-def _run_todo(out: Path, todo: list, pool, meta: dict) -> dict:
-    """Hand the missing shards to the pool and write each one as it arrives, with progress and an ETA."""
-    stop_after, start, done = _fault_after(), time.perf_counter(), 0
+class _Workers:
+    """The generation actors, and a replacement for one that dies with its node (its shard is redone)."""
+
+    def __init__(self, spawn, n: int):
+        self.spawn, self.live = spawn, [spawn() for _ in range(n)]
+        self.replaced = 0
+
+    def replace(self, dead):
+        import ray
+
+        ray.kill(dead, no_restart=True)
+        self.replaced += 1
+        if self.replaced > 3 * len(self.live) + 3:
+            raise RuntimeError(f"{self.replaced} generation workers were lost; the cluster keeps failing")
+        new = self.spawn()
+        self.live[self.live.index(dead)] = new
+        return new
+
+
+def _run_todo(out: Path, todo: list, workers: _Workers | None, meta: dict) -> dict:
+    """Hand the missing shards to the workers, write each one as it arrives (progress, ETA); a shard whose
+    worker is lost (a dead node, a killed process) goes back in the queue for a fresh worker."""
+    import ray
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    stop_after, start, done, i = _fault_after(), time.perf_counter(), 0, 0
     total = sum(b - a for a, b, _ in todo)
-    for i, res in enumerate(pool.map_unordered(lambda w, job: w.run.remote(*job), todo) if todo else [], 1):
+    queue, idle, pending = list(todo), list(workers.live) if workers else [], {}
+    while queue or pending:
+        while queue and idle:
+            w, job = idle.pop(), queue.pop(0)
+            pending[w.run.remote(*job)] = (w, job)
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        w, job = pending.pop(ref)
+        try:
+            res = ray.get(ref)
+        except (RayActorError, ActorUnavailableError) as err:
+            say(f"worker lost during shard [{job[0]}, {job[1]}) ({type(err).__name__}); redoing it on a new worker")
+            queue.insert(0, job)
+            idle.append(workers.replace(w))
+            continue
+        idle.append(w)
         write_shard(shard_path(out, res["start"], res["stop"]), res["arrays"],
                     meta | {"start": res["start"], "stop": res["stop"], "sample_seconds": res["sample_seconds"]})
-        done += res["stop"] - res["start"]
+        done, i = done + res["stop"] - res["start"], i + 1
         rate = done / (time.perf_counter() - start)
         say(f"shard {i}/{len(todo)} [{res['start']}, {res['stop']}) in {res['seconds']:.1f}s; {done:,}/{total:,} "
             f"images, {rate:.1f} img/s, ETA {fmt_eta((total - done) / rate)}")
@@ -193,23 +230,22 @@ def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None
     say(f"{n:,} samples of {checkpoint} in {len(shards)} shard(s) -> {out}; {len(shards) - len(todo)} already "
         f"done, {len(todo)} to do with {e.workers} worker(s) (hash {sample_hash})")
     meta = {"sample_hash": sample_hash, "features": features}
-    workers, pool, pr_fn = [], None, None
+    workers, pr_fn = None, None
     if todo or (reference and reference.get("images") is not None):
         if not ray.is_initialized():
             ray.init()
         threads = max(1, int(e.cpus_per_worker))  # fractional CPUs locally: one thread each
         actor = ray.remote(ShardWorker).options(num_cpus=e.cpus_per_worker, num_gpus=1 if e.use_gpu else 0,
                                                 max_restarts=2, max_task_retries=2)
-        workers = [actor.remote(str(checkpoint), cfg.to_dict(), threads)
-                   for _ in range(min(e.workers, max(1, len(todo))))]
-        pool = ray.util.ActorPool(workers)
-        pr_fn = _remote_pr(workers[0], e.pr_k)
+        workers = _Workers(lambda: actor.remote(str(checkpoint), cfg.to_dict(), threads),
+                           min(e.workers, max(1, len(todo))))
+        pr_fn = _remote_pr(workers.live, e.pr_k)
     try:
-        stats = _run_todo(out, todo, pool, meta)
+        stats = _run_todo(out, todo, workers, meta)
         summary = finish(cfg, out, checkpoint, shards, sample_hash, image_shape, reference, pr_fn,
                          {"parent_run_id": parent_run_id, "run_name": run_name, "tags": tags or {}}, stats)
     finally:
-        for w in workers:  # free the CPUs / GPUs now, not when the driver exits
+        for w in workers.live if workers else []:  # free the CPUs / GPUs now, not when the driver exits
             ray.kill(w)
     say(f"done in {time.perf_counter() - t0:.1f}s")
     return summary

@@ -113,6 +113,7 @@ def available_metrics(cfg: Config) -> list[str]:
     for f in cfg.eval.features:
         s = "" if f == "inception" else f"_{f}"
         out += ["fid" if f == "inception" else f"fd_{f}", f"is{s}", f"is_std{s}", f"precision{s}", f"recall{s}"]
+        out += [] if f == "inception" else [f"consistency{s}"]
     return out
 
 

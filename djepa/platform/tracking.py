@@ -20,9 +20,18 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
+def in_ray_job() -> bool:
+    """True in the driver of a `ray job submit` job (its cwd is a temporary copy of the working dir)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
 def tracking_uri(cfg: Config) -> str:
     """tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db (absolute, since Ray moves cwd)."""
     uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None and in_ray_job():
+        warnings.warn("no MLFLOW_TRACKING_URI in this Ray job: its MLflow store would be ./mlflow.db inside the job's "
+                      "temporary working directory and be lost; pass --runtime-env-json '{\"env_vars\": "
+                      "{\"MLFLOW_TRACKING_URI\": ...}}'", stacklevel=2)
     return uri or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 

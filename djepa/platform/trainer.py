@@ -16,7 +16,7 @@ from djepa.checkpoint import CheckpointError, verify_checkpoint
 from djepa.config import Config, ConfigError, load_config
 from djepa.data.encode import encode, encoded_dir
 from djepa.data.encoded import open_encoded, training_dataset
-from djepa.platform.tracking import flatten, start_run, tracking_uri
+from djepa.platform.tracking import flatten, in_ray_job, start_run, tracking_uri
 
 BUNDLED = ("digits", "mnist5k")  # small enough to encode on the fly when the encoded copy is missing
 
@@ -45,6 +45,10 @@ def _check_same_model(cfg: Config, ckpt: Path) -> None:
 
 def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Path, dict, Path | None]:
     """All checks that need no Ray. -> (run directory, previous run.json or {}, checkpoint to start from)."""
+    if in_ray_job() and not Path(cfg.train.out_dir).is_absolute():
+        raise ConfigError(f"train.out_dir={cfg.train.out_dir} is relative: in a Ray job it would land in the job's "
+                          f"temporary copy of the working directory and be lost; give an absolute path on shared "
+                          f"storage (e.g. --set train.out_dir=/shared/runs/{cfg.name})")
     run_dir = Path(cfg.train.out_dir).resolve()
     run_json = run_dir / "run.json"
     if run_json.exists() and not (resume or resume_from):
