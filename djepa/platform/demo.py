@@ -25,7 +25,9 @@ def _trained(cfg: Config) -> dict:
     done = run_dir / "summary.json"
     if done.is_file():
         summary = json.loads(done.read_text())
-        if summary.get("status") == "finished" and summary.get("checkpoint") and Path(summary["checkpoint"]).is_dir():
+        # "time": the demo's train.max_minutes budget ran out, which is how the demo means to end
+        if summary.get("status") in ("finished", "time") and summary.get("checkpoint") and \
+                Path(summary["checkpoint"]).is_dir():
             say(f"reusing the finished training run in {run_dir} ({summary['step']} steps); "
                 f"--set train.out_dir=<new dir> trains a new one")
             return summary
