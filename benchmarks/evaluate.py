@@ -21,7 +21,10 @@ from djepa.eval.features import build_extractors  # noqa: E402
 from djepa.local import resolve_device  # noqa: E402
 from djepa.models.djepa import build_model  # noqa: E402
 from djepa.platform.evaluator import eval_config, generate  # noqa: E402
-from djepa.samples import balanced_labels, sample_images  # noqa: E402
+from djepa.samples import balanced_labels, sample_images, sampling_dtype  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_common import env_info  # noqa: E402
 
 
 def main():
@@ -44,7 +47,9 @@ def main():
     images = sample_images(ema.eval(), cfg, balanced_labels(n_plain, cfg.model.num_classes), device=device)
     plain = n_plain / (time.perf_counter() - t)
 
-    result = {"device": str(device), "num_samples": args.num_samples, "in_process_samples_per_s": round(plain, 2)}
+    dtype = sampling_dtype(cfg.sample, device)
+    result = {"env": env_info(device), "dtype": str(dtype or torch.float32).replace("torch.", ""),
+              "num_samples": args.num_samples, "in_process_samples_per_s": round(plain, 2)}
     for w in args.workers:
         out = generate(eval_config(args.checkpoint, base + [f"eval.workers={w}", f"eval.out_dir={tmp}/w{w}"]),
                        args.checkpoint, args.num_samples, with_metrics=False)

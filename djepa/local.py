@@ -62,7 +62,7 @@ def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
 
     model = build_model(cfg.model, cfg.tokenizer).to(device)
     ema = make_ema(model)
-    opt = build_optimizer(model, t)
+    opt = build_optimizer(model, t, fused=device.type == "cuda")  # one kernel per step on a GPU
     amp = torch.bfloat16 if device.type == "cuda" else None
     n = len(images)
     params = sum(p.numel() for p in model.parameters())
