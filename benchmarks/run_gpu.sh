@@ -3,7 +3,8 @@
 # line per run appended to $OUT/results.jsonl (stderr to $OUT/log.txt). A global deadline skips what is
 # left (re-run with the skipped group names). Usage: benchmarks/run_gpu.sh GROUP... (smoke train sampleB
 # rngB sampleL sampleH trainL32 sampleLbf16 sampleLfp32; fast paths: fasttest fastB32 fastB64 fastL64 fasttrain
-# graphB64 graphB32 graphL64 trainBend); OUT defaults to /tmp/djepa_bench, DEADLINE (seconds from start) to 540.
+# graphB64 graphB32 graphL64 trainBend; compile and evaluation: compileB compileL compileB128
+# compileBend graphH64 features); OUT defaults to /tmp/djepa_bench, DEADLINE (seconds from start) to 540.
 set -u
 OUT=${OUT:-/tmp/djepa_bench}; mkdir -p "$OUT"
 DEADLINE=${DEADLINE:-540}
@@ -57,7 +58,14 @@ for g in "$@"; do case $g in
   graphB64) job 90 $S --config $B --batch-size 256 --ar-steps 64 --cfg 3.1 --cuda-graphs --batches 2 ;;
   graphB32) job 60 $S --config $B --batch-size 256 --ar-steps 32 --cfg 1.0 --cuda-graphs --batches 2 ;;
   graphL64) job 150 $S --config $LL --batch-size 256 --ar-steps 64 --cuda-graphs --batches 2 ;;
-  trainBend) job 60 $T --config $B --batch-size 64 --dtype bf16 --no-flops --read end ;;
+  trainBend) job 60 $T --config $B --batch-size 64 --dtype bf16 --no-flops --read end --compile off ;;
+  # train.compile (torch.compile of the blocks; the warm-up pays the compile) and the evaluator's other parts
+  compileB) job 240 $T --config $B --batch-size 64 --dtype bf16 --no-flops --compile on --warmup 4 ;;
+  compileL) job 300 $T --config $LL --batch-size 64 --dtype bf16 --no-flops --compile on --warmup 4 ;;
+  compileB128) job 240 $T --config $B --batch-size 128 --dtype bf16 --no-flops --compile on --warmup 4 ;;
+  compileBend) job 240 $T --config $B --batch-size 64 --dtype bf16 --no-flops --compile on --warmup 4 --read end ;;
+  graphH64) job 300 $S --config $H --batch-size 256 --ar-steps 64 --cfg 4.3 --cuda-graphs --batches 2 ;;
+  features) job 150 benchmarks/feature_speed.py --device cuda --images 5000 --batch-sizes 200 500 ;;
   *) echo "unknown group $g" >&2 ;;
 esac; done
 echo "total $(( $(date +%s) - START )) s" >> "$L"

@@ -155,6 +155,10 @@ class TrainConfig(_Strict):
     weight_decay_start: float = Field(0.02, ge=0)
     weight_decay_end: float = Field(0.2, ge=0)
     grad_clip: float = Field(3.0, ge=0)  # 0 disables clipping
+    # torch.compile each transformer block and denoiser block (not the whole model: the mask draw and
+    # the EMA update stay eager). auto: on for CUDA, off elsewhere; true: also on CPU (needs a C++
+    # compiler). The first steps pay the compile time (about a minute on a GPU).
+    compile: bool | Literal["auto"] = "auto"
     log_every: int = Field(50, ge=1)
     out_dir: str = "outputs/run"  # the run directory: checkpoints, previews, run.json
     # Ray Train

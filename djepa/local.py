@@ -17,7 +17,7 @@ import torch
 from djepa.checkpoint import save_checkpoint
 from djepa.config import Config
 from djepa.data.sources import load_arrays
-from djepa.engine import build_optimizer, train_step
+from djepa.engine import build_optimizer, compile_blocks, compile_enabled, train_step
 from djepa.models.djepa import build_model
 from djepa.models.ema import make_ema
 from djepa.models.tokenizer import build_tokenizer
@@ -62,13 +62,16 @@ def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
 
     model = build_model(cfg.model, cfg.tokenizer).to(device)
     ema = make_ema(model)
+    if compile_enabled(t, device):
+        compile_blocks(model, ema)
     opt = build_optimizer(model, t, fused=device.type == "cuda")  # one kernel per step on a GPU
     amp = torch.bfloat16 if device.type == "cuda" else None
     n = len(images)
     params = sum(p.numel() for p in model.parameters())
     print(f"[train] {cfg.name}: {n} images, {params:,} parameters, batch {t.batch_size}, "
           f"lr {t.lr:.2e}, up to {t.steps} steps" + (f" or {t.max_minutes} min" if t.max_minutes else "")
-          + f", device {device}", flush=True)
+          + f", device {device}" + (", torch.compile on (the first steps compile)" if compile_enabled(t, device) else ""),
+          flush=True)
 
     history, perm, pos = [], torch.randperm(n, generator=gen), 0
     start = last = time.perf_counter()

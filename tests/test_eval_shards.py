@@ -89,22 +89,9 @@ def test_domain_features_are_deterministic_and_separate_real_from_noise(tmp_path
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory):
     """Random weights in the FID Inception's exact layout (the real ones are a download away)."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fe
+    from djepa.eval.features import random_inception_weights
 
-    class Unloaded(fe.FeatureExtractorInceptionV3):
-        def load_state_dict(self, state_dict, strict=True):
-            return None
-
-    orig = fe.load_state_dict_from_url
-    fe.load_state_dict_from_url = lambda *a, **k: {}
-    try:
-        torch.manual_seed(0)
-        net = Unloaded("inception-v3-compat", ["2048"])
-    finally:
-        fe.load_state_dict_from_url = orig
-    path = tmp_path_factory.mktemp("inception") / "weights.pth"
-    torch.save(net.state_dict(), path)
-    return path
+    return random_inception_weights(tmp_path_factory.mktemp("inception") / "weights.pth")
 
 
 def test_inception_extractor_reads_local_weights(inception_weights):

@@ -211,3 +211,54 @@ def test_mask_ratio_distribution_is_built_once():
     assert mask_ratio_distribution(0.7, 0.25) is d
     fresh = stats.truncnorm((0.7 - 1.0) / 0.25, 0.0, loc=1.0, scale=0.25)
     assert d.ppf(0.3) == fresh.ppf(0.3)
+
+
+# ------------------------------------------------------------------ train.compile
+_DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _DEVICES)
+def test_compiled_blocks_give_the_eager_losses_and_weights(tiny, device):
+    """train.compile=true: the same steps as eager within rounding (fp32 on CPU; bf16 autocast on a GPU,
+    where fused kernels round differently), through the static and then the dynamic-shape graphs the
+    varying mask count triggers, with the state-dict keys of an eager model (checkpoints unchanged)."""
+    from djepa.engine import compile_blocks, compile_enabled
+
+    cfg = tiny("train.warmup_steps=2", "train.compile=true")
+    amp = torch.bfloat16 if device == "cuda" else None
+    torch.manual_seed(0)
+    eager = build_model(cfg.model, cfg.tokenizer).to(device)
+    comp, init = copy.deepcopy(eager), copy.deepcopy(eager)
+    ema_e, ema_c = make_ema(eager), make_ema(comp)
+    assert compile_enabled(cfg.train, device) and compile_blocks(comp, ema_c) == 5  # 1 + 1 + 1 denoiser, 1 + 1 EMA
+    opt_e, opt_c = build_optimizer(eager, cfg.train), build_optimizer(comp, cfg.train)
+    gen = torch.Generator().manual_seed(3)
+    tokens, labels = torch.randn(8, 16, 4, generator=gen).to(device), torch.arange(8, device=device)
+    masked = set()
+    for step in range(5):
+        torch.manual_seed(10 + step)
+        masked.add(len(eager.draw_mask(8, "cpu")[0][0]))
+        torch.manual_seed(10 + step)
+        e = train_step(eager, ema_e, opt_e, tokens, labels, step, cfg.train, 0.9, amp).host
+        torch.manual_seed(10 + step)
+        c = train_step(comp, ema_c, opt_c, tokens, labels, step, cfg.train, 0.9, amp).host
+        torch.testing.assert_close(c, e, rtol=2e-2 if amp else 1e-5, atol=1e-6)
+    assert len(masked) > 1  # the dynamic-shape path ran
+    # Each tensor ends within a few % of how far training moved it. Not tighter: Adam turns a rounding-sized
+    # gradient into a full lr-sized step, and some gradients are pure rounding (the key bias of attention
+    # cancels in the softmax, so its exact gradient is zero).
+    for (name, x), y, z in zip([*comp.named_parameters(), *ema_c.named_parameters()],
+                               [*eager.parameters(), *ema_e.parameters()], [*init.parameters()] * 2):
+        moved = (y - z).abs().max().item()
+        assert (x - y).abs().max().item() <= (0.2 if amp else 0.05) * moved + 1e-7, name
+    assert list(comp.state_dict()) == list(eager.state_dict())
+    assert list(ema_c.state_dict()) == list(ema_e.state_dict())
+
+
+def test_compile_switch():
+    from djepa.config import TrainConfig
+    from djepa.engine import compile_enabled
+
+    assert compile_enabled(TrainConfig(), "cuda") and not compile_enabled(TrainConfig(), "cpu")
+    assert compile_enabled(TrainConfig(compile=True), "cpu")
+    assert not compile_enabled(TrainConfig(compile=False), "cuda:0")

@@ -9,7 +9,6 @@ noise and flips as an uninterrupted one would have at the same step.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import torch.distributed as dist
 from djepa.checkpoint import load_optimizer_state, load_tensors, save_checkpoint, verify_checkpoint
 from djepa.config import Config, validate
 from djepa.data.encoded import batch_tokens, epochs_per_pass
-from djepa.engine import build_optimizer, lr_at, train_step, weight_decay_at
+from djepa.engine import build_optimizer, compile_blocks, compile_enabled, lr_at, train_step, weight_decay_at
 from djepa.local import fmt_eta
 from djepa.models.djepa import build_model
 from djepa.models.ema import make_ema
@@ -153,6 +152,10 @@ def train_worker(config: dict) -> None:
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, cfg.tokenizer).to(device)
     ema = make_ema(model)
+    if compile_enabled(t, device):  # before sharding, as torchtitan orders it
+        n = compile_blocks(model, ema)
+        if rank == 0:
+            say(f"[train] torch.compile: {n} blocks (train.compile={t.compile}); the first steps compile")
     net, ema = shard(model, ema, t.parallel, world)  # the optimizer must see the sharded parameters
     opt = build_optimizer(model, t, fused=device.type == "cuda")
     state = {"step": 0, "pass": 0, "batch_in_pass": 0}  # data position: pass of the stream, batches into it
@@ -174,7 +177,7 @@ def train_worker(config: dict) -> None:
         raise ValueError(f"{rows} rows cannot fill one batch of {per_worker} on each of {world} workers; "
                          f"lower train.batch_size")
     stream = ray.train.get_dataset_shard("train")
-    step, cache, stop, start = state["step"], {}, None, time.perf_counter()
+    step, cache, stop, start, late = state["step"], {}, None, time.perf_counter(), None
     last_saved = step if ckpt else -1
     while step < t.steps and stop is None:
         for batch in stream.iter_torch_batches(batch_size=per_worker, drop_last=True,
@@ -186,15 +189,29 @@ def train_worker(config: dict) -> None:
             res = train_step(net, ema, opt, tokens, labels, step, t, cfg.model.ema_decay, amp)
             step += 1
             out_of_time = bool(t.max_minutes) and time.perf_counter() - start >= t.max_minutes * 60
-            # one small all-reduce keeps every rank's decision to stop identical (no rank left at a barrier)
-            flags = torch.tensor([not math.isfinite(res.loss + res.grad_norm), out_of_time], device=device)
+            # [non-finite loss or grad norm, out of time], built on the device; one small all-reduce keeps
+            # every rank's decision to stop identical (no rank left at a barrier)
+            flags = torch.cat([(~torch.isfinite(res.values[[0, 3]])).any().float().reshape(1),
+                               torch.full((1,), float(out_of_time), device=device)])
             if world > 1:
                 dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            if flags[0]:
-                stop = "nan"
+            # The flags are read one step late, so the CPU queues step k+1 while the GPU finishes step k.
+            # A step that logs, saves or draws reads its own too: nothing non-finite is ever saved.
+            due = (step % t.log_every == 0 or step == t.steps or step % t.checkpoint_every == 0
+                   or bool(t.preview_every and step % t.preview_every == 0))
+            checks = [late] if late else []
+            late = (step, flags)
+            if due:
+                checks, late = checks + [late], None
+            for at, f in checks:
+                bad, over = f.tolist()
+                if bad:
+                    stop, step = "nan", at  # the step that went non-finite; its state is never saved
+                    break
+                if over:
+                    stop = "time"
+            if stop == "nan":
                 break
-            if flags[1]:
-                stop = "time"
             epoch = step * t.batch_size / rows
             if step % t.log_every == 0 or step == t.steps or stop:
                 means = torch.tensor([res.loss, res.loss_d, res.loss_p], device=device)
