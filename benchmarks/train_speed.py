@@ -8,7 +8,7 @@ Prints ONE JSON object. The step is exactly what the Ray loop runs per worker (d
 are random cached-latent tokens (B, num_tokens, token_dim) and random labels: no data loading, no VAE,
 like MAR's "cached latents" numbers. Every step is re-seeded (torch.manual_seed(seed + step)) as the loop
 does, so the mask ratio (one per batch, truncated normal on [0.7, 1]) varies from step to step.
---compile (default auto, as train.compile: on for CUDA) compiles the blocks first; the warm-up steps pay for
+--compile on (train.compile=true; default off, as train.compile) compiles the blocks first; the warm-up steps pay for
 it (use --warmup 5 or more: the first steps compile a static, then a dynamic-shape graph).
 `train_step` itself never waits for the GPU (its losses stay on the device until read); --read step
 (default) reads the loss after every step as loop.py's NaN check does, --read end only after the run.
@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-flops", action="store_true")
-    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+    ap.add_argument("--compile", choices=["auto", "on", "off"], default="off",
                     help="train.compile: torch.compile of the blocks (auto: on for CUDA); warm-up pays the compile")
     ap.add_argument("--read", choices=["step", "end"], default="step", help="when the losses reach the host")
     args = ap.parse_args(argv)
@@ -89,8 +89,8 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     model = build(cfg, device)
     ema = make_ema(model)
-    compiled = compile_enabled(cfg.train.model_copy(update={"compile": {"on": True, "off": False}.get(args.compile, "auto")}),
-                               device)
+    switch = {"on": True, "off": False}.get(args.compile, "auto")
+    compiled = compile_enabled(cfg.train.model_copy(update={"compile": switch}), device)
     if compiled:
         compile_blocks(model, ema)
     opt = build_optimizer(model, cfg.train, fused=device.type == "cuda")

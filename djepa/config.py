@@ -155,10 +155,11 @@ class TrainConfig(_Strict):
     weight_decay_start: float = Field(0.02, ge=0)
     weight_decay_end: float = Field(0.2, ge=0)
     grad_clip: float = Field(3.0, ge=0)  # 0 disables clipping
-    # torch.compile each transformer block and denoiser block (not the whole model: the mask draw and
-    # the EMA update stay eager). auto: on for CUDA, off elsewhere; true: also on CPU (needs a C++
-    # compiler). The first steps pay the compile time (about a minute on a GPU).
-    compile: bool | Literal["auto"] = "auto"
+    # torch.compile each transformer block and denoiser block (not the whole model: the mask draw and the
+    # EMA update stay eager); the first steps pay the compile. true, false, or auto (on for CUDA only).
+    # Off by default: on CPU it does not pay (0.95x, benchmarks/RESULTS.md) and its GPU gain is not measured
+    # yet (benchmarks/run_gpu.sh compileB compileL); the default becomes auto once a GPU shows a win.
+    compile: bool | Literal["auto"] = False
     log_every: int = Field(50, ge=1)
     out_dir: str = "outputs/run"  # the run directory: checkpoints, previews, run.json
     # Ray Train

@@ -259,6 +259,24 @@ def test_compile_switch():
     from djepa.config import TrainConfig
     from djepa.engine import compile_enabled
 
-    assert compile_enabled(TrainConfig(), "cuda") and not compile_enabled(TrainConfig(), "cpu")
+    assert not compile_enabled(TrainConfig(), "cuda") and not compile_enabled(TrainConfig(), "cpu")
+    auto = TrainConfig(compile="auto")
+    assert compile_enabled(auto, "cuda:0") and not compile_enabled(auto, "cpu")
     assert compile_enabled(TrainConfig(compile=True), "cpu")
     assert not compile_enabled(TrainConfig(compile=False), "cuda:0")
+
+
+def test_local_training_with_compile_matches_eager_and_saves_plain_weights(tiny, tmp_path):
+    from djepa.checkpoint import load_weights
+    from djepa.local import train_local
+
+    runs = {c: train_local(tiny(f"train.compile={c}", "train.steps=6", "train.log_every=2"), tmp_path / str(c))
+            for c in (False, True)}
+    losses = {c: [h["loss"] for h in r.history] for c, r in runs.items()}
+    assert len(losses[True]) == 3
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=0)
+    cfg, _, ema_c = load_weights(runs[True].checkpoint)  # strict load: the keys of an eager model
+    assert cfg.train.compile is True
+    _, _, ema_e = load_weights(runs[False].checkpoint)
+    for x, y in zip(ema_c.parameters(), ema_e.parameters()):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-4)
