@@ -157,7 +157,7 @@ class TrainConfig(_Strict):
     grad_clip: float = Field(3.0, ge=0)  # 0 disables clipping
     # torch.compile each transformer block and denoiser block (not the whole model: the mask draw and the
     # EMA update stay eager); the first steps pay the compile. true, false, or auto (on for CUDA only).
-    # Off by default: on CPU it does not pay (0.95x, benchmarks/RESULTS.md) and its GPU gain is not measured
+    # Off by default: on CPU it does not pay (0.95-0.99x, benchmarks/RESULTS.md) and its GPU gain is not measured
     # yet (benchmarks/run_gpu.sh compileB compileL); the default becomes auto once a GPU shows a win.
     compile: bool | Literal["auto"] = False
     log_every: int = Field(50, ge=1)

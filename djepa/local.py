@@ -62,7 +62,8 @@ def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
 
     model = build_model(cfg.model, cfg.tokenizer).to(device)
     ema = make_ema(model)
-    if compile_enabled(t, device):
+    compiled = compile_enabled(t, device)
+    if compiled:
         compile_blocks(model, ema)
     opt = build_optimizer(model, t, fused=device.type == "cuda")  # one kernel per step on a GPU
     amp = torch.bfloat16 if device.type == "cuda" else None
@@ -70,8 +71,7 @@ def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
     params = sum(p.numel() for p in model.parameters())
     print(f"[train] {cfg.name}: {n} images, {params:,} parameters, batch {t.batch_size}, "
           f"lr {t.lr:.2e}, up to {t.steps} steps" + (f" or {t.max_minutes} min" if t.max_minutes else "")
-          + f", device {device}" + (", torch.compile on (the first steps compile)" if compile_enabled(t, device) else ""),
-          flush=True)
+          + f", device {device}" + (", torch.compile on (the first steps compile)" if compiled else ""), flush=True)
 
     history, perm, pos = [], torch.randperm(n, generator=gen), 0
     start = last = time.perf_counter()
