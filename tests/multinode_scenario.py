@@ -18,12 +18,30 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.state import list_actors  # noqa: E402
 
 from conftest import tiny_config  # noqa: E402
+from djepa.platform import evaluator  # noqa: E402
 from djepa.platform.evaluator import eval_config, generate  # noqa: E402
 from djepa.platform.trainer import train  # noqa: E402
 
 # a worker / actor takes 2 CPUs: one per node, and the third CPU of each node stays free for Ray Data's
 # tasks (a node whose CPUs are all held by training workers deadlocks the data pipeline)
 NODE = {"num_cpus": 3}
+
+
+class HeldShardWorker(evaluator.ShardWorker):
+    """A generation actor that waits, before its shard, while the file `hold` exists. With the hold on, each
+    actor is alive and holding a shard when the node goes: a real shard is lost whatever the machine's speed
+    (waiting for a written shard instead lost the race on a slow CI machine: the head-node actor did every
+    shard while the other one was still starting). Defined in __main__, so Ray ships it by value."""
+
+    hold: str = ""
+
+    def run(self, *args, **kwargs):
+        t0 = time.monotonic()
+        while self.hold and Path(self.hold).exists():
+            if time.monotonic() - t0 > 300:
+                raise TimeoutError(f"{self.hold} was never removed")
+            time.sleep(0.05)
+        return super().run(*args, **kwargs)
 
 
 def in_background(fn, *args) -> tuple[threading.Thread, dict]:
@@ -95,11 +113,17 @@ def main(out: Path) -> dict:
     common = ["eval.shard_size=5", "eval.features=[domain]", "eval.reference_images=50",
               f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}"]
     ev = out / "eval-two-nodes"
+    hold = out / "hold"
+    hold.touch()
+    HeldShardWorker.hold = str(hold)
+    evaluator.ShardWorker = HeldShardWorker  # generate() builds its actors from this module attribute
     th, box = in_background(generate, eval_config(ckpt, [*common, f"eval.out_dir={ev}", "eval.workers=2",
                                                          "eval.cpus_per_worker=2"]), ckpt, 40)
-    if wait_for(lambda: len(list((ev / "shards").glob("*.npz"))) >= 1, th):
-        swap_worker_node(cluster, state, "ShardWorker", seen, "eval")
+    if wait_for(lambda: len(nodes_of("HeldShardWorker")) == 2, th):
+        swap_worker_node(cluster, state, "HeldShardWorker", seen, "eval")
+    hold.unlink()
     finish(th, box)
+    evaluator.ShardWorker = HeldShardWorker.__base__
     one = out / "eval-one-worker"
     generate(eval_config(ckpt, [*common, f"eval.out_dir={one}", "eval.workers=1", "eval.cpus_per_worker=2"]), ckpt, 40)
     seen["eval_identical"] = (ev / "samples.npz").read_bytes() == (one / "samples.npz").read_bytes()
