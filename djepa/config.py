@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -29,8 +29,10 @@ class VAEConfig(_Strict):
     # A local directory or a hub id readable by diffusers' AutoencoderKL.from_pretrained.
     weights: str | None = None
     subfolder: str | None = None
-    # The latent scale lives here and nowhere else (0.2325 for MAR's KL-16).
+    # The latent scale and shift live here and nowhere else: token = (latent - shift_factor) * scale_factor
+    # (MAR's KL-16: scale 0.2325, shift 0; SD3/FLUX-style VAEs publish a shift as well).
     scale_factor: float = Field(0.2325, gt=0)
+    shift_factor: float = 0.0
     stride: int = Field(16, ge=1)
     latent_channels: int = Field(16, ge=1)
     # Architecture used only when building a randomly initialised VAE (tests, smoke runs).
@@ -102,7 +104,9 @@ class ModelConfig(_Strict):
     width: int = Field(768, ge=8)
     num_heads: int = Field(12, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
-    qk_norm: bool = False
+    # Per-head norm of q and k: "rms" is the D-JEPA authors' (models/block.py: RMS norm with a weight, no bias,
+    # eps 1e-6, computed in float32); "layer" is timm's LayerNorm (what `true` meant before); "none" is MAR's.
+    qk_norm: Literal["none", "rms", "layer"] = "none"
     attn_dropout: float = Field(0.1, ge=0, lt=1)
     proj_dropout: float = Field(0.1, ge=0, lt=1)
     buffer_size: int = Field(64, ge=1)  # class-embedding buffer tokens
@@ -111,9 +115,16 @@ class ModelConfig(_Strict):
     mask_ratio_std: float = Field(0.25, gt=0)
     # lambda_p in L = L_d + lambda_p * L_p; 0 removes the projector (the MAR baseline).
     pred_loss_weight: float = Field(1.0, ge=0)
-    smooth_l1_beta: float = Field(1.0, gt=0)
+    # The authors build their (unreleased) JEPA loss head as JepaLoss(..., beta=2.0): the smooth-L1 beta.
+    smooth_l1_beta: float = Field(2.0, gt=0)
     ema_decay: float = Field(0.9999, ge=0, le=1)
     token_loss: TokenLossConfig = TokenLossConfig()
+
+    @field_validator("qk_norm", mode="before")
+    @classmethod
+    def _qk_norm_bool(cls, v):
+        # configs written before the choice existed said true / false; true was timm's LayerNorm
+        return {True: "layer", False: "none"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -152,6 +163,11 @@ class TrainConfig(_Strict):
     lr_schedule: Literal["constant", "cosine"] = "constant"
     min_lr: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = Field(1e-8, gt=0)  # torch's default; the D-JEPA authors train with 1e-6
+    # Which parameters get weight decay. djepa (paper app. B): the Linear weights of encoder and predictor
+    # only. mar (MAR's misc.add_weight_decay): every parameter of 2+ dims outside the denoiser, so also
+    # the class, position, mask and null-class embeddings.
+    no_decay: Literal["djepa", "mar"] = "djepa"
     weight_decay_start: float = Field(0.02, ge=0)
     weight_decay_end: float = Field(0.2, ge=0)
     grad_clip: float = Field(3.0, ge=0)  # 0 disables clipping
@@ -181,7 +197,9 @@ class SampleConfig(_Strict):
     seed: int = 0
     ar_steps: int = Field(64, ge=1)
     cfg: float = Field(1.0, ge=0)
-    cfg_schedule: Literal["linear", "constant"] = "linear"
+    # linear: 1 + (cfg - 1) * known / N after the step, reaching cfg at the last step (Muse). mar_linear: MAR's
+    # sample_tokens, which uses the next step's clamped masked count, so its last step is 1 + (cfg - 1)(N - 1)/N.
+    cfg_schedule: Literal["linear", "mar_linear", "constant"] = "linear"
     temperature: float = Field(1.0, gt=0)
     batch_size: int = Field(64, ge=1)
     num_per_class: int = Field(10, ge=1)  # for the preview grid

@@ -21,13 +21,19 @@ from djepa.models.ema import ema_update
 _NO_DECAY_MODULES = ("projector", "token_loss")
 
 
-def param_groups(model: DJEPA) -> list[dict]:
+def param_groups(model: DJEPA, rule: str = "djepa") -> list[dict]:
+    """rule djepa: Linear weights outside the projector and denoiser decay. rule mar (MAR's
+    add_weight_decay): every parameter of 2+ dims outside them, embeddings included."""
     decay, no_decay = [], []
-    decayed_ids = {
-        id(m.weight)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Linear) and not name.startswith(_NO_DECAY_MODULES)
-    }
+    if rule == "mar":
+        decayed_ids = {id(p) for name, p in model.named_parameters()
+                       if p.dim() >= 2 and not name.startswith(_NO_DECAY_MODULES)}
+    else:
+        decayed_ids = {
+            id(m.weight)
+            for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and not name.startswith(_NO_DECAY_MODULES)
+        }
     for p in model.parameters():
         if p.requires_grad:
             (decay if id(p) in decayed_ids else no_decay).append(p)
@@ -35,8 +41,8 @@ def param_groups(model: DJEPA) -> list[dict]:
 
 
 def build_optimizer(model: DJEPA, cfg: TrainConfig, fused: bool | None = None) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay_start,
-                             fused=fused)
+    return torch.optim.AdamW(param_groups(model, cfg.no_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
+                             weight_decay=cfg.weight_decay_start, fused=fused)
 
 
 def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:

@@ -24,8 +24,8 @@ def test_imagenet_presets_have_256_tokens_of_16_dims():
 
 
 def test_override_sets_nested_value_with_yaml_types():
-    cfg = load_config("configs/digits.yaml", ["model.encoder_depth=4", "model.qk_norm=true", "train.blr=3e-4"])
-    assert cfg.model.encoder_depth == 4 and cfg.model.qk_norm is True and cfg.train.blr == 3e-4
+    cfg = load_config("configs/digits.yaml", ["model.encoder_depth=4", "model.qk_norm=rms", "train.blr=3e-4"])
+    assert cfg.model.encoder_depth == 4 and cfg.model.qk_norm == "rms" and cfg.train.blr == 3e-4
 
 
 def test_unknown_key_names_path_and_closest_key():

@@ -17,7 +17,7 @@ def _batch(cfg, b=8, seed=0):
     return tok, torch.randint(0, cfg.model.num_classes, (b,), generator=g)
 
 
-@pytest.mark.parametrize("extra", [[], ["model.qk_norm=true"], ["model.token_loss.kind=flow"]])
+@pytest.mark.parametrize("extra", [[], ["model.qk_norm=rms"], ["model.qk_norm=layer"], ["model.token_loss.kind=flow"]])
 def test_forward_shapes_and_losses(tiny, extra):
     cfg = tiny(*extra)
     model = build_model(cfg.model, cfg.tokenizer)

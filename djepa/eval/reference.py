@@ -99,7 +99,7 @@ def _stream_images(cfg, source: str):
         return
     from djepa.data.encode import encoded_dir
     from djepa.data.encoded import open_encoded
-    from djepa.models.tokenizer import build_tokenizer, patchify
+    from djepa.models.tokenizer import build_tokenizer, patchify, scale_latent
 
     path = encoded_dir(cfg)
     manifest = open_encoded(cfg, path)
@@ -110,7 +110,7 @@ def _stream_images(cfg, source: str):
                                                                                    batch_format="numpy"):
         m = torch.from_numpy(np.array(b["moments"])).to(device)
         if cfg.tokenizer.kind == "vae":  # the posterior mean, scaled as training scales latents
-            m = m.chunk(2, dim=1)[0] * cfg.tokenizer.vae.scale_factor
+            m = scale_latent(m.chunk(2, dim=1)[0], cfg.tokenizer.vae)
         with torch.no_grad():
             yield list(b["key"]), to_uint8(tok.decode(patchify(m, cfg.tokenizer.patch_size)))
 

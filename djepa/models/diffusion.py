@@ -2,8 +2,8 @@
 
 Epsilon prediction with a learned-range variance trained by the VLB term, 1000
 training steps, sampling on 100 respaced steps with a temperature on the
-per-step noise. The beta schedules come from diffusers' DDPMScheduler; the
-closed forms below are computed in float64 and stored as float32 buffers.
+per-step noise. The beta schedules and the closed forms below are computed in
+float64 and stored as float32 buffers.
 """
 from __future__ import annotations
 
@@ -14,22 +14,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-# diffusers' names for ADM's two schedules: linear 1e-4..2e-2 and the cosine of Nichol & Dhariwal.
-_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
-
 
 def make_betas(schedule: str, steps: int) -> np.ndarray:
-    from diffusers import DDPMScheduler
-
-    scale = 1000 / steps  # ADM scales the linear range so any step count keeps the same curve
-    with torch.device("cpu"):  # constants, even when the model is built on the meta device
-        sched = DDPMScheduler(
-            num_train_timesteps=steps,
-            beta_schedule=_SCHEDULES[schedule],
-            beta_start=scale * 1e-4,
-            beta_end=scale * 2e-2,
-        )
-    return sched.betas.double().numpy()
+    """ADM's named schedules in float64, as MAR computes them (get_named_beta_schedule). Not diffusers'
+    DDPMScheduler: it rounds the betas to float32, which moves 1 - beta at the cosine's clipped last step
+    (0.999) by 1.3e-5 relative, and every constant of the last steps with it."""
+    if schedule == "linear":
+        scale = 1000 / steps  # ADM scales the linear range so any step count keeps the same curve
+        return np.linspace(scale * 1e-4, scale * 2e-2, steps, dtype=np.float64)
+    if schedule == "cosine":  # Nichol & Dhariwal: alpha_bar(t) = cos^2((t + 0.008) / 1.008 * pi / 2), beta <= 0.999
+        alpha_bar = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        return np.array([min(1 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), 0.999) for i in range(steps)])
+    raise ValueError(f"unknown diffusion schedule {schedule!r}: use linear or cosine")
 
 
 def space_timesteps(num_steps: int, count: int) -> list[int]:
@@ -131,7 +127,8 @@ class GaussianDiffusion(nn.Module):
         return mean, self._at(self.posterior_log_variance_clipped, t, xt)
 
     def p_mean_variance(self, model_out, xt, t):
-        """Network output (eps, v) -> mean and log-variance of p(x_{t-1} | x_t); t (M,) or one int step.
+        """Network output (eps, v) -> mean and log-variance of p(x_{t-1} | x_t), and the predicted x0;
+        t (M,) or one int step.
 
         Learned range: log var = frac * log(beta_t) + (1 - frac) * log(posterior var), frac = (v + 1) / 2.
         """
@@ -142,7 +139,16 @@ class GaussianDiffusion(nn.Module):
         log_var = frac * max_log + (1 - frac) * min_log
         x0 = self._at(self.sqrt_recip_ac, t, xt) * xt - self._at(self.sqrt_recipm1_ac, t, xt) * eps
         mean, _ = self.q_posterior(x0, xt, t)
-        return mean, log_var
+        return mean, log_var, x0
+
+    def p_sample(self, model_out, xt, t, noise, temperature=1.0):
+        """One ancestral step: mean + [t > 0] sigma * noise * temperature (temperature scales the noise
+        only, as MAR). t is one int step for every row (sampling) or a (M,) tensor. -> (x_{t-1}, x0)."""
+        mean, log_var, x0 = self.p_mean_variance(model_out, xt, t)
+        if isinstance(t, int):
+            return (mean + torch.exp(0.5 * log_var) * noise * temperature if t > 0 else mean), x0
+        nonzero = (t > 0).to(xt.dtype).view(-1, *([1] * (xt.dim() - 1)))
+        return mean + nonzero * torch.exp(0.5 * log_var) * noise * temperature, x0
 
     def training_losses(self, net: Callable, x0, t, cond, noise=None):
         """Per-row loss: MSE on eps + the VLB term (bits/dim) that trains the variance only."""
@@ -152,7 +158,7 @@ class GaussianDiffusion(nn.Module):
         eps, v = out.chunk(2, dim=-1)
         mse = ((noise - eps) ** 2).mean(dim=-1)
         # the VLB term must not move the mean: it sees a detached eps (ADM's "frozen_out")
-        mean, log_var = self.p_mean_variance(torch.cat([eps.detach(), v], dim=-1), xt, t)
+        mean, log_var, _ = self.p_mean_variance(torch.cat([eps.detach(), v], dim=-1), xt, t)
         true_mean, true_log_var = self.q_posterior(x0, xt, t)
         kl = normal_kl(true_mean, true_log_var, mean, log_var).mean(dim=-1) / math.log(2.0)
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var).mean(dim=-1) / math.log(2.0)
@@ -169,9 +175,5 @@ class GaussianDiffusion(nn.Module):
             # every row is at step i: t for the net from the host-side map, coefficients as 0-dim views
             # (the same values as a per-row gather, without its kernels); no host-device sync anywhere
             t = torch.full((x.shape[0],), self._tmap[i], device=x.device, dtype=torch.long)
-            mean, log_var = self.p_mean_variance(net(x, t), x, i)
-            if i > 0:
-                x = mean + torch.exp(0.5 * log_var) * step_noise[:, k] * temperature
-            else:
-                x = mean
+            x, _ = self.p_sample(net(x, t), x, i, step_noise[:, k] if i > 0 else None, temperature)
         return x

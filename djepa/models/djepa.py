@@ -17,11 +17,32 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models.vision_transformer import Block
+from timm.models.vision_transformer import Attention, Block
 
 from djepa.config import ModelConfig, TokenizerConfig
 from djepa.models.masking import mask_ratio_distribution, num_masked_tokens, random_orders
 from djepa.models.token_loss import build_token_loss
+
+
+class Fp32RMSNorm(nn.Module):
+    """RMS norm with a weight and no bias, computed in float32 under any autocast (the D-JEPA authors'
+    qk-norm, models/block.py); the result is cast back to the input dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, **_):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()).to(x.dtype)
+
+
+class RMSQKAttention(Attention):
+    """timm's attention with the authors' float32 RMS qk-norm per head instead of the block's LayerNorm."""
+
+    def __init__(self, dim: int, norm_layer=None, **kwargs):
+        super().__init__(dim, norm_layer=Fp32RMSNorm, **kwargs)
 
 
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -38,11 +59,13 @@ class DJEPA(nn.Module):
         self.buffer_size = cfg.buffer_size
         d, n, buf = cfg.width, tok.num_tokens, cfg.buffer_size
 
+        # nn.LayerNorm runs in float32 under autocast already (torch's autocast policy), as the authors force
         def blocks(depth):
             return nn.ModuleList(
-                Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, qk_norm=cfg.qk_norm,
+                Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, qk_norm=cfg.qk_norm != "none",
                       proj_drop=cfg.proj_dropout, attn_drop=cfg.attn_dropout,
-                      norm_layer=partial(nn.LayerNorm, eps=1e-6))
+                      norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                      attn_layer=RMSQKAttention if cfg.qk_norm == "rms" else Attention)
                 for _ in range(depth)
             )
 

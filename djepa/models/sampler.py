@@ -36,9 +36,14 @@ def ar_schedule(n: int, steps: int) -> list[int]:
 
 
 def cfg_at(cfg: float, schedule: str, known_after: int, n: int) -> float:
-    """Guidance scale for a step: linear in the fraction of known tokens (Muse/MAR) or constant."""
+    """Guidance scale for a step: linear in the fraction of tokens known after it (Muse), or constant.
+    mar_linear is MAR's sample_tokens: it counts the next step's masked tokens clamped to at least 1, so
+    the last step uses 1 + (cfg - 1)(N - 1)/N, never cfg; computed in float32 as MAR's tensors are."""
     if schedule == "constant":
         return cfg
+    if schedule == "mar_linear":
+        masked = torch.tensor(float(max(1, n - known_after)), dtype=torch.float32)
+        return float(1 + (cfg - 1) * (n - masked) / n)
     return 1.0 + (cfg - 1.0) * known_after / n
 
 

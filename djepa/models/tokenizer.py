@@ -52,6 +52,15 @@ def moments_shape(cfg: TokenizerConfig) -> tuple[int, int, int]:
     return (cfg.channels, cfg.image_size, cfg.image_size)
 
 
+def scale_latent(latent: torch.Tensor, vae: VAEConfig) -> torch.Tensor:
+    """VAE latent -> token space: (latent - shift) * scale. `unscale_latent` is its inverse."""
+    return (latent - vae.shift_factor) * vae.scale_factor
+
+
+def unscale_latent(tokens: torch.Tensor, vae: VAEConfig) -> torch.Tensor:
+    return tokens / vae.scale_factor + vae.shift_factor
+
+
 def moments_to_tokens(moments: torch.Tensor, cfg: TokenizerConfig,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """Stored moments (B, *moments_shape) -> tokens (B, N, D); needs no VAE weights, so training
@@ -60,7 +69,7 @@ def moments_to_tokens(moments: torch.Tensor, cfg: TokenizerConfig,
         mean, logvar = moments.chunk(2, dim=1)
         std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        moments = (mean + std * noise) * cfg.vae.scale_factor
+        moments = scale_latent(mean + std * noise, cfg.vae)
     return patchify(moments, cfg.patch_size)
 
 
@@ -143,7 +152,7 @@ class VAETokenizer(nn.Module):
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         g = self.cfg.grid
-        latent = unpatchify(tokens, self.cfg.patch_size, (g, g)) / self.cfg.vae.scale_factor
+        latent = unscale_latent(unpatchify(tokens, self.cfg.patch_size, (g, g)), self.cfg.vae)
         return self.vae.decode(latent).sample.clamp(-1, 1)
 
 
