@@ -35,8 +35,10 @@ def infer_architecture(sd: dict[str, torch.Tensor], path) -> dict:
     """diffusers AutoencoderKL kwargs read from LDM keys."""
     if "encoder.conv_in.weight" not in sd or "post_quant_conv.weight" not in sd:
         sample = ", ".join(sorted(sd)[:5]) or "none"
+        hint = ("; it is a MAR / D-JEPA model checkpoint: use `convert.py mar` or `convert.py djepa`"
+                if "encoder_blocks.0.attn.qkv.weight" in sd else "")
         raise ConvertError(f"{path}: not an LDM/MAR KL autoencoder (no encoder.conv_in.weight / post_quant_conv.weight;"
-                           f" first keys: {sample})")
+                           f" first keys: {sample}){hint}")
     levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
     if levels != list(range(len(levels))) or not levels:
         raise ConvertError(f"{path}: encoder levels {levels} are not 0..n-1")

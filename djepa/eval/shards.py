@@ -22,6 +22,8 @@ from djepa.samples import atomic_write, balanced_labels, load_arrays, sampling_d
 FORMAT = "djepa-samples-v1"
 # the only model keys an evaluation may change: how many solver steps the token sampler takes
 SAMPLING_MODEL_KEYS = ("token_loss.diffusion.sample_steps", "token_loss.flow.sample_steps", "token_loss.flow.solver")
+# where the VAE lives is not part of a model's identity: the same checkpoint is evaluated on machines with other paths
+VAE_LOCATION_KEYS = ("tokenizer.vae.weights", "tokenizer.vae.subfolder")
 
 
 class ShardError(RuntimeError):
@@ -47,8 +49,9 @@ def sampling_identity(cfg: Config, checkpoint_digest: str) -> dict:
               "temperature": s.temperature}
     if sampling_dtype(s, "cuda" if cfg.eval.use_gpu else "cpu") is not None:
         sample["dtype"] = "bf16"  # other pixels than fp32; fp32 keeps the hashes of earlier evaluations
+    tokenizer = cfg.tokenizer.model_dump(mode="json", exclude={"vae": {"weights", "subfolder"}})
     return {"format": FORMAT, "checkpoint_sha256": checkpoint_digest, "model": cfg.model.model_dump(mode="json"),
-            "tokenizer": cfg.tokenizer.model_dump(mode="json"), "sample": sample}
+            "tokenizer": tokenizer, "sample": sample}
 
 
 def identity_hash(identity: dict) -> str:

@@ -18,22 +18,24 @@ import numpy as np
 from djepa.checkpoint import verify_checkpoint
 from djepa.config import Config, ConfigError, apply_overrides, deep_merge, read_yaml, validate
 from djepa.eval.report import finish, resolve_reference, say
-from djepa.eval.shards import (SAMPLING_MODEL_KEYS, ShardError, file_digest, identity_hash, plan, read_shard,
-                               sampling_identity, shard_features, shard_path, write_shard)
+from djepa.eval.shards import (SAMPLING_MODEL_KEYS, VAE_LOCATION_KEYS, ShardError, file_digest, identity_hash, plan,
+                               read_shard, sampling_identity, shard_features, shard_path, write_shard)
 from djepa.local import fmt_eta
 from djepa.platform.tracking import flatten
 
 
 def eval_config(checkpoint: str | Path, overrides: list[str], extra: dict | None = None) -> Config:
     """The checkpoint's resolved config, then `extra` (a partial config, e.g. a sweep's best.yaml), then
-    overrides; the model and tokenizer must stay the checkpoint's (except the token sampler's steps and solver)."""
+    overrides; the model and tokenizer must stay the checkpoint's (except the token sampler's steps and solver,
+    and where the VAE lives: tokenizer.vae.weights / subfolder, checked against the latent channels and stride
+    when the VAE is built)."""
     checkpoint = Path(checkpoint)
     verify_checkpoint(checkpoint)
     base = validate(read_yaml(checkpoint / "config.yaml"))
     cfg = validate(apply_overrides(deep_merge(read_yaml(checkpoint / "config.yaml"), extra or {}), overrides))
     old, new = (flatten({"model": c.model.model_dump(mode="json"), "tokenizer": c.tokenizer.model_dump(mode="json")})
                 for c in (base, cfg))
-    allowed = {f"model.{k}" for k in SAMPLING_MODEL_KEYS}
+    allowed = {f"model.{k}" for k in SAMPLING_MODEL_KEYS} | set(VAE_LOCATION_KEYS)
     changed = sorted(k for k in new if new[k] != old.get(k) and k not in allowed)
     if changed:
         raise ConfigError(f"{', '.join(changed)} differ from the checkpoint's config.yaml: an evaluation samples "
