@@ -60,6 +60,11 @@ def convert_authors(src: str | Path, out: str | Path, preset: str | Path | None 
     if dropped:
         log(f"  dropped {len(dropped)} jepaloss.* tensors ({sum(model[k].numel() for k in dropped):,} values): the "
             f"authors' JEPA head layout is unreleased; sampling does not use it")
+    if preset is None and a.get("model") not in AUTHOR_PRESETS and \
+            not any(o.startswith("model.num_heads=") for o in overrides or []):
+        raise ConvertError(f"{src}: args.model is {a.get('model')!r}, not one of the authors' factories "
+                           f"({', '.join(AUTHOR_PRESETS)}), and the head count cannot be read from the weights: give "
+                           f"--preset CONFIG or --set model.num_heads=N")
     if preset is None:
         preset = CONFIGS / AUTHOR_PRESETS.get(a.get("model"), "djepa-b.yaml")
     width = model["encoder_blocks.0.norm1.weight"].shape[0]
