@@ -128,19 +128,18 @@ def mar_config(model: dict, args: argparse.Namespace | None, preset: str | Path 
         "num_sampling_steps": "model.token_loss.diffusion.sample_steps", "ema_rate": "model.ema_decay",
         "grad_clip": "train.grad_clip", "blr": "train.blr", "min_lr": "train.min_lr",
         "weight_decay": ["train.weight_decay_start", "train.weight_decay_end"],
-        "cfg": "sample.cfg", "temperature": "sample.temperature", "num_iter": "sample.ar_steps", "seed": "train.seed",
-    }
+        "seed": "train.seed",
+    }  # not args.cfg / temperature / num_iter: those are MAR's online-eval defaults (cfg 1.0), not the published
+    # settings, which the preset holds (MAR's README: cfg 2.9 / 3.0 / 3.2, 256 steps, temperature 1.0)
     for arg, keys in mapping.items():
         if arg in a and a[arg] is not None:
             for key in [keys] if isinstance(keys, str) else keys:
                 value = int(a[arg]) if arg == "num_sampling_steps" else a[arg]
                 _set(from_file, key, value)
-    if a.get("cfg_schedule") in ("linear", "constant"):
-        _set(from_file, "sample.cfg_schedule", "mar_linear" if a["cfg_schedule"] == "linear" else "constant")
     if a.get("lr_schedule") in ("constant", "cosine"):
         _set(from_file, "train.lr_schedule", a["lr_schedule"])
-    if from_file.get("sample", {}).get("ar_steps", 0) > n_tokens:
-        log(f"  args.num_iter={a['num_iter']} exceeds the {n_tokens} tokens: sample.ar_steps={n_tokens}")
+    if base.get("sample", {}).get("ar_steps", 0) > n_tokens:
+        log(f"  the preset's sample.ar_steps exceeds the {n_tokens} tokens: sample.ar_steps={n_tokens}")
         _set(from_file, "sample.ar_steps", n_tokens)
     mar_recipe = {"model": {"pred_loss_weight": 0.0, "qk_norm": "none",
                             "token_loss": {"kind": "diffusion", "diffusion": {"schedule": "cosine", "train_steps": 1000}}},
@@ -194,7 +193,9 @@ def convert_mar(src: str | Path, out: str | Path, preset: str | Path | None = No
     check_and_load(cfg, model_state, ema_state, src)
     state = {"step": 0, "epoch": int(rest.get("epoch", 0)) if isinstance(rest.get("epoch"), int) else 0,
              "converted_from": {"file": str(Path(src).resolve()), "format": "MAR checkpoint (LTH14/mar)",
-                                "args_model": getattr(args, "model", None), "dropped": sorted(rest)}}
+                                "args_model": getattr(args, "model", None), "dropped": sorted(rest),
+                                "args": {k: v for k, v in (vars(args) if args else {}).items()
+                                         if isinstance(v, (str, int, float, bool, type(None)))}}}
     path = save_checkpoint(out, cfg, model_state, ema_state, state)
     log(f"wrote {path}: config {cfg.name} ({cfg.model.encoder_depth}+{cfg.model.predictor_depth} blocks x "
         f"{cfg.model.width}, {cfg.model.num_heads} heads, denoiser {cfg.model.token_loss.depth} x "
