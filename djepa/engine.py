@@ -26,8 +26,8 @@ def param_groups(model: DJEPA, rule: str = "djepa") -> list[dict]:
     add_weight_decay): every parameter of 2+ dims outside them, embeddings included."""
     decay, no_decay = [], []
     if rule == "mar":
-        decayed_ids = {id(p) for name, p in model.named_parameters()
-                       if p.dim() >= 2 and not name.startswith(_NO_DECAY_MODULES)}
+        decayed_ids = {id(p) for name, p in model.named_parameters()  # token_loss_pos is MAR's diffusion_pos_embed:
+                       if p.dim() >= 2 and name.split(".")[0] not in _NO_DECAY_MODULES}  # decayed
     else:
         decayed_ids = {
             id(m.weight)

@@ -174,3 +174,9 @@ def test_reproduction_recipe_runs_end_to_end_on_the_tiny_fixtures(tmp_path):
     assert "fid" in out
     with np.load(next(tmp_path.glob("eval/*/samples.npz"))) as z:
         assert z["arr_0"].shape == (6, 64, 64, 3)
+    # the paper's sweep takes the converted checkpoint as is (validated here; its trials are the evaluation above)
+    from djepa.platform.sweep_config import load_sweep
+
+    cfg, spec = load_sweep(ckpt, REPO / "configs" / "sweep-paper.yaml",
+                           ["sweep.coarse.ar_steps=16", "sweep.ar_steps.values=[4, 8]", f"tokenizer.vae.weights={vae}"])
+    assert cfg.tokenizer.vae.weights == str(vae) and spec.metric == "fid" and cfg.sample.cfg_schedule == "mar_linear"

@@ -182,3 +182,23 @@ def test_mar_presets_have_mars_parameter_counts(mar_tiny):
     for preset, arch in [("mar-b", (768, 12, 12, 1024, 6)), ("mar-l", (1024, 16, 16, 1280, 8)),
                          ("mar-h", (1280, 20, 20, 1536, 12))]:
         assert main([f"configs/{preset}.yaml"])["trainable_params"] == mar_params(*arch), preset
+
+
+def test_mar_weight_decay_rule_groups_like_mars_optimizer(mar_tiny):
+    """MAR's saved AdamW has its two add_weight_decay groups: 68 tensors without decay, then 24 with 0.02.
+    Our `no_decay: mar` rule must pick the same tensors (compared by the shapes of their Adam state, in order)."""
+    import argparse
+
+    from djepa.engine import build_optimizer
+
+    cfg, ema = mar_tiny
+    assert cfg.train.no_decay == "mar" and cfg.train.weight_decay_start == cfg.train.weight_decay_end == 0.02
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        saved = torch.load(FIX / "mar_tiny.pth", map_location="cpu", weights_only=True)["optimizer"]
+    groups = saved["param_groups"]
+    assert [len(g["params"]) for g in groups] == [68, 24] and groups[1]["weight_decay"] == 0.02
+    theirs = [tuple(saved["state"][i]["exp_avg"].shape) for i in groups[1]["params"]]
+    opt = build_optimizer(ema.requires_grad_(True), cfg.train)
+    decay = next(g for g in opt.param_groups if g.get("decay"))
+    assert len(decay["params"]) == 24 and opt.defaults["eps"] == 1e-8
+    assert sorted(tuple(p.shape) for p in decay["params"]) == sorted(theirs)
