@@ -131,8 +131,7 @@ def count_step(cfg, batch: int, attention: str = "flash", grad_checkpointing: bo
                 torch.manual_seed(step)
                 with counter:
                     train_step(model, ema, opt, tokens, labels, step, cfg.train, cfg.model.ema_decay)
-    return {"total": sum(counter.kinds.values()), "parts": dict(counter.parts),
-            "top": dict(counter.kinds.most_common(15))}
+    return {"total": sum(counter.kinds.values()), "parts": dict(counter.parts), "kinds": dict(counter.kinds)}
 
 
 def main(argv=None) -> dict:
@@ -152,6 +151,7 @@ def main(argv=None) -> dict:
               "batch_size": args.batch_size, "attention": args.attention,
               "grad_checkpointing": args.grad_checkpointing,
               **count_step(cfg, args.batch_size, args.attention, args.grad_checkpointing)}
+    result["top"] = dict(Counter(result.pop("kinds")).most_common(15))
     print(json.dumps(result))
     return result
 
