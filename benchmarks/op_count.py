@@ -12,9 +12,10 @@ would be asked to run, plus views and CPU scalars (the mask draw), which cost di
 The optimizer's second step is counted (the first one also creates AdamW's state). To dispatch as the
 GPU path does, the meta device is listed as supporting foreach and fused kernels (so clipping, AdamW and
 the EMA take their CUDA code paths), attention runs the flash-attention op an H100 runs in bf16 and
-dropout CUDA's fused op (`--attention math`: the composite paths the meta and CPU devices take by themselves). Not counted: the
-~1,000 `_to_copy` casts bf16 autocast adds (autocast has no meta device; a CPU bf16 step of B dispatched
-6,064 ops against 5,067 in fp32), and anything torch.compile fuses (a compiled block is one call).
+dropout CUDA's fused op (`--attention math`: the composite paths meta and CPU take by themselves).
+Not counted: the ~1,000 `_to_copy` casts bf16 autocast adds (autocast has no meta device; a CPU bf16 step
+of B dispatched 6,064 ops against 5,067 in fp32), and anything torch.compile fuses (a compiled block is
+one call).
 The count does not depend on the batch size or the mask ratio.
 """
 from __future__ import annotations
@@ -121,8 +122,8 @@ def count_step(cfg, batch: int, attention: str = "flash", grad_checkpointing: bo
         opt.register_step_post_hook(part("ema_update"))  # and the stack of the step's four numbers
         gpu = attention == "flash"
         # train_step's autocast is disabled here (fp32), but torch.autocast refuses the meta device even then
-        with mock.patch.object(F, "scaled_dot_product_attention", _flash_sdpa if gpu else F.scaled_dot_product_attention), \
-                mock.patch.object(F, "dropout", _fused_dropout if gpu else F.dropout), \
+        sdpa, dropout = (_flash_sdpa, _fused_dropout) if gpu else (F.scaled_dot_product_attention, F.dropout)
+        with mock.patch.object(F, "scaled_dot_product_attention", sdpa), mock.patch.object(F, "dropout", dropout), \
                 mock.patch.object(torch.nn.utils, "clip_grad_norm_", counted_clip), \
                 mock.patch.object(torch, "autocast", lambda *a, **k: nullcontext()):
             for step in range(2):  # the first step also builds AdamW's state: count the second

@@ -75,7 +75,9 @@ for g in "$@"; do case $g in
       "tests/test_fast_paths.py::test_compiled_blocks_give_the_eager_losses_and_weights" >> "$L" 2>&1 ;;
   t20B)
     for bs in 64 128; do job 70 $T --config $B --batch-size $bs --warmup 4 --steps 8; done
-    for bs in 128 256; do job 70 $T --config $B --batch-size $bs --warmup 4 --steps 8 --no-flops --grad-checkpointing on; done ;;
+    for bs in 128 256; do
+      job 70 $T --config $B --batch-size $bs --warmup 4 --steps 8 --no-flops --grad-checkpointing on
+    done ;;
   t20Bcompile)
     job 200 $T --config $B --batch-size 64 --warmup 5 --steps 8 --no-flops --compile on
     job 160 $T --config $B --batch-size 128 --warmup 5 --steps 8 --no-flops --compile on --grad-checkpointing on ;;

@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
                     help="train.compile: torch.compile of the blocks (auto: on for CUDA); warm-up pays the compile")
     ap.add_argument("--read", choices=["step", "end"], default="step", help="when the losses reach the host")
     ap.add_argument("--grad-checkpointing", choices=["on", "off"], default="off",
-                    help="train.grad_checkpointing: recompute block activations in the backward (MFU counts no recompute)")
+                    help="train.grad_checkpointing: recompute the blocks in the backward (MFU counts no recompute)")
     args = ap.parse_args(argv)
 
     from djepa.config import load_config
