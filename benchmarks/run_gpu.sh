@@ -4,7 +4,8 @@
 # left (re-run with the skipped group names). Usage: benchmarks/run_gpu.sh GROUP... (smoke train sampleB
 # rngB sampleL sampleH trainL32 sampleLbf16 sampleLfp32; fast paths: fasttest fastB32 fastB64 fastL64 fasttrain
 # graphB64 graphB32 graphL64 trainBend; compile and evaluation: compileB compileL compileB128
-# compileBend graphH64 features); OUT defaults to /tmp/djepa_bench, DEADLINE (seconds from start) to 540.
+# compileBend graphH64 features; issue 20, three calls of <= 560 s: t20test t20B t20Bcompile | t20L
+# t20Lcompile | graphL64 features graphH64); OUT defaults to /tmp/djepa_bench, DEADLINE (seconds from start) to 540.
 set -u
 OUT=${OUT:-/tmp/djepa_bench}; mkdir -p "$OUT"
 DEADLINE=${DEADLINE:-540}
@@ -66,6 +67,26 @@ for g in "$@"; do case $g in
   compileBend) job 240 $T --config $B --batch-size 64 --dtype bf16 --no-flops --compile on --warmup 4 --read end ;;
   graphH64) job 300 $S --config $H --batch-size 256 --ar-steps 64 --cfg 4.3 --cuda-graphs --batches 2 ;;
   features) job 150 benchmarks/feature_speed.py --device cuda --images 5000 --batch-sizes 200 500 ;;
+  # issue 20: batch 64 / 128 (/ 256 with checkpointing), with and without compile and grad checkpointing.
+  # FLOPs are counted on the eager runs; a compiled / checkpointed run's MFU = its img/s x the eager run's flops_per_img
+  # at the same batch (same seeds: same --warmup and --steps).
+  t20test) echo "=== pytest issue 20" >> "$L"
+    timeout 150 python3 -m pytest -q tests/test_grad_checkpointing.py tests/test_op_count.py \
+      "tests/test_fast_paths.py::test_compiled_blocks_give_the_eager_losses_and_weights" >> "$L" 2>&1 ;;
+  t20B)
+    for bs in 64 128; do job 70 $T --config $B --batch-size $bs --warmup 4 --steps 8; done
+    for bs in 128 256; do
+      job 70 $T --config $B --batch-size $bs --warmup 4 --steps 8 --no-flops --grad-checkpointing on
+    done ;;
+  t20Bcompile)
+    job 200 $T --config $B --batch-size 64 --warmup 5 --steps 8 --no-flops --compile on
+    job 160 $T --config $B --batch-size 128 --warmup 5 --steps 8 --no-flops --compile on --grad-checkpointing on ;;
+  t20L)
+    for bs in 64 128; do job 90 $T --config $LL --batch-size $bs --warmup 4 --steps 8; done  # 128: OOM on 80 GB
+    job 90 $T --config $LL --batch-size 128 --warmup 4 --steps 8 --no-flops --grad-checkpointing on ;;
+  t20Lcompile)
+    job 240 $T --config $LL --batch-size 64 --warmup 5 --steps 8 --no-flops --compile on
+    job 200 $T --config $LL --batch-size 128 --warmup 5 --steps 8 --no-flops --compile on --grad-checkpointing on ;;
   *) echo "unknown group $g" >&2 ;;
 esac; done
 echo "total $(( $(date +%s) - START )) s" >> "$L"

@@ -10,6 +10,8 @@ like MAR's "cached latents" numbers. Every step is re-seeded (torch.manual_seed(
 does, so the mask ratio (one per batch, truncated normal on [0.7, 1]) varies from step to step.
 --compile on (train.compile=true; default off, as train.compile) compiles the blocks first; the warm-up steps pay for
 it (use --warmup 5 or more: the first steps compile a static, then a dynamic-shape graph).
+--grad-checkpointing on (train.grad_checkpointing) recomputes each block in the backward: more FLOPs, less
+memory; the MFU below counts the model's FLOPs only (no recompute), as MFU is usually defined.
 `train_step` itself never waits for the GPU (its losses stay on the device until read); --read step
 (default) reads the loss after every step as loop.py's NaN check does, --read end only after the run.
 
@@ -74,10 +76,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="off",
                     help="train.compile: torch.compile of the blocks (auto: on for CUDA); warm-up pays the compile")
     ap.add_argument("--read", choices=["step", "end"], default="step", help="when the losses reach the host")
+    ap.add_argument("--grad-checkpointing", choices=["on", "off"], default="off",
+                    help="train.grad_checkpointing: recompute the blocks in the backward (MFU counts no recompute)")
     args = ap.parse_args(argv)
 
     from djepa.config import load_config
-    from djepa.engine import build_optimizer, compile_blocks, compile_enabled, train_step
+    from djepa.engine import build_optimizer, checkpoint_blocks, compile_blocks, compile_enabled, train_step
     from djepa.models.ema import make_ema
 
     cfg = load_config(args.config, args.overrides)
@@ -89,6 +93,8 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     model = build(cfg, device)
     ema = make_ema(model)
+    if args.grad_checkpointing == "on":  # as the loop orders it: after the EMA copy, before compile
+        checkpoint_blocks(model)
     switch = {"on": True, "off": False}.get(args.compile, "auto")
     compiled = compile_enabled(cfg.train.model_copy(update={"compile": switch}), device)
     if compiled:
@@ -130,6 +136,7 @@ def main(argv=None) -> dict:
         "dtype": args.dtype,
         "read": args.read,
         "compile": compiled,
+        "grad_checkpointing": args.grad_checkpointing == "on",
         "batch_size": b,
         "tokens": [n, c],
         "warmup_steps": args.warmup,

@@ -176,6 +176,10 @@ class TrainConfig(_Strict):
     # Off by default: on CPU it does not pay (0.95-0.99x, benchmarks/RESULTS.md) and its GPU gain is not measured
     # yet (benchmarks/run_gpu.sh compileB compileL); the default becomes auto once a GPU shows a win.
     compile: bool | Literal["auto"] = False
+    # Recompute each encoder / predictor / denoiser block's activations in the backward pass instead of keeping
+    # them (torch.utils.checkpoint, per block, as the D-JEPA authors train): ~1/3 more compute, far less memory,
+    # so B and L fit batch 128-256 per GPU. The same losses and gradients as without (tests/test_grad_checkpointing.py).
+    grad_checkpointing: bool = False
     log_every: int = Field(50, ge=1)
     out_dir: str = "outputs/run"  # the run directory: checkpoints, previews, run.json
     # Ray Train

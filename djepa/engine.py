@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 
 import torch
 import torch.nn as nn
 from torch.distributed.tensor import DTensor
+from torch.utils.checkpoint import checkpoint
 
 from djepa.config import TrainConfig
 from djepa.models.djepa import DJEPA
@@ -60,6 +61,20 @@ def compile_blocks(model: DJEPA, ema: DJEPA) -> int:
               *ema.encoder_blocks, *ema.predictor_blocks]
     for blk in blocks:
         blk.compile()
+    return len(blocks)
+
+
+def checkpoint_blocks(model: DJEPA) -> int:
+    """Activation checkpointing, in place, of every encoder, predictor and denoiser block of the trained model.
+
+    From outside the model maths: each block's `forward` becomes torch.utils.checkpoint of itself, so the
+    module tree, the state-dict keys and FSDP2's per-block hooks stay as they are (the recompute runs inside
+    the block's `__call__`, after FSDP has gathered its parameters). The RNG state is saved and replayed, so
+    dropout draws the same masks in the recompute. The EMA copy runs without gradients: nothing to save.
+    Call before `compile_blocks` (torchtitan's order): the compiled block then contains the checkpoint."""
+    blocks = [*model.encoder_blocks, *model.predictor_blocks, *model.token_loss.net.blocks]
+    for blk in blocks:
+        blk.forward = partial(checkpoint, blk.forward, use_reentrant=False)
     return len(blocks)
 
 

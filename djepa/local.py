@@ -17,7 +17,7 @@ import torch
 from djepa.checkpoint import save_checkpoint
 from djepa.config import Config
 from djepa.data.sources import load_arrays
-from djepa.engine import build_optimizer, compile_blocks, compile_enabled, train_step
+from djepa.engine import build_optimizer, checkpoint_blocks, compile_blocks, compile_enabled, train_step
 from djepa.models.djepa import build_model
 from djepa.models.ema import make_ema
 from djepa.models.tokenizer import build_tokenizer
@@ -62,6 +62,8 @@ def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
 
     model = build_model(cfg.model, cfg.tokenizer).to(device)
     ema = make_ema(model)
+    if t.grad_checkpointing:  # after the EMA copy (it needs none), before compile (compiled with the checkpoint)
+        checkpoint_blocks(model)
     compiled = compile_enabled(t, device)
     if compiled:
         compile_blocks(model, ema)

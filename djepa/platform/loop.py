@@ -24,7 +24,8 @@ import torch.distributed as dist
 from djepa.checkpoint import load_optimizer_state, load_tensors, save_checkpoint, verify_checkpoint
 from djepa.config import Config, validate
 from djepa.data.encoded import batch_tokens, epochs_per_pass
-from djepa.engine import build_optimizer, compile_blocks, compile_enabled, lr_at, train_step, weight_decay_at
+from djepa.engine import (build_optimizer, checkpoint_blocks, compile_blocks, compile_enabled, lr_at, train_step,
+                          weight_decay_at)
 from djepa.local import fmt_eta
 from djepa.models.djepa import build_model
 from djepa.models.ema import make_ema
@@ -152,6 +153,8 @@ def train_worker(config: dict) -> None:
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, cfg.tokenizer).to(device)
     ema = make_ema(model)
+    if t.grad_checkpointing:  # after the EMA copy (it needs none), before compile and sharding (torchtitan's order)
+        checkpoint_blocks(model)
     if compile_enabled(t, device):  # before sharding, as torchtitan orders it
         n = compile_blocks(model, ema)
         if rank == 0:
