@@ -21,6 +21,7 @@ import numpy as np
 from djepa.config import Config, ConfigError, TokenizerConfig
 from djepa.data.images import IMAGE_EXTENSIONS, decode_image, folder_classes
 from djepa.data.sources import load_arrays
+from djepa.lock import hold
 from djepa.models.tokenizer import moments_shape
 
 FORMAT = "djepa-encoded-v1"
@@ -129,9 +130,15 @@ def _shard_files(shards: Path) -> list[dict]:
 
 def encode(cfg: Config, out: str | Path | None = None) -> dict:
     """Encode cfg.data's images with cfg.tokenizer into `out` (default encoded_dir(cfg)); returns the manifest."""
+    out = Path(out).resolve() if out else encoded_dir(cfg)
+    # the output appears only when complete, so the lock lives beside it: .<name>.lock
+    with hold(out.parent, "encode", file=out.parent / f".{out.name}.lock"):
+        return _encode_locked(cfg, out)
+
+
+def _encode_locked(cfg: Config, out: Path) -> dict:
     import ray
 
-    out = Path(out).resolve() if out else encoded_dir(cfg)
     settings, digest = encode_settings(cfg), encode_hash(cfg)
     if (out / "manifest.json").is_file():
         manifest = json.loads((out / "manifest.json").read_text())
