@@ -15,6 +15,17 @@ def _checkpoint_config(checkpoint: str, config_file: str | None, overrides: list
     return eval_config(checkpoint, overrides, read_yaml(config_file) if config_file else None)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a count of at least 1 (0 or -5 samples make no sense; refused before anything runs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count (use 1 or more)")
+    return value
+
+
 def parse(doc: str, default_config: str | None = "configs/digits.yaml",
           add_args: Callable[[argparse.ArgumentParser], None] | None = None,
           from_checkpoint: bool | Callable = False) -> tuple[Config, argparse.Namespace]:

@@ -198,7 +198,9 @@ def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None
     t0 = time.perf_counter()
     checkpoint = Path(checkpoint).resolve()
     verify_checkpoint(checkpoint)
-    e, n = cfg.eval, num_samples or cfg.eval.num_samples
+    e, n = cfg.eval, cfg.eval.num_samples if num_samples is None else num_samples
+    if n < 1:  # 0 must not silently mean "the default"
+        raise ConfigError(f"num_samples={n}: generate at least one sample")
     from djepa.eval.classifier import cache_dir
 
     # actors on other nodes see the driver's choices: no features without metrics, the resolved cache

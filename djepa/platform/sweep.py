@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 from djepa.checkpoint import verify_checkpoint
-from djepa.config import Config, deep_merge, validate
+from djepa.config import Config, ConfigError, deep_merge, validate
 from djepa.eval.sweep_plots import write_trials_csv
 from djepa.lock import hold
 from djepa.platform.sweep_config import STAGES, SweepConfig, choose, point, score, stage_points, trial_name
@@ -228,7 +228,11 @@ def _log_failed(cfg: Config, rec: dict, parent_run_id: str | None) -> None:
 
     if parent_run_id is None or rec.get("mlflow_run_id"):
         return
-    c = validate(deep_merge(cfg.to_dict(), {"sample": {k: rec["point"][k] for k in ("cfg", "temperature", "ar_steps")}}))
+    try:
+        c = validate(deep_merge(cfg.to_dict(), {"sample": {k: rec["point"][k] for k in ("cfg", "temperature",
+                                                                                     "ar_steps")}}))
+    except ConfigError:  # reporting a failure must never raise and lose the finished trials' results
+        c = cfg
     t = start_run(c, Path(rec["dir"]), None, parent_run_id=parent_run_id,
                   run_name=f"{rec['stage']} {rec['name']} (failed)")
     for k, v in {"djepa.kind": "sweep-trial", "djepa.sweep.stage": rec["stage"], "djepa.sweep.trial": rec["name"],
