@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from djepa.checkpoint import verify_checkpoint
+from djepa.checkpoint import check_finite, verify_checkpoint
 from djepa.config import Config, ConfigError, apply_overrides, deep_merge, read_yaml, validate
 from djepa.eval.report import finish, resolve_reference, say
 from djepa.eval.shards import (SAMPLING_MODEL_KEYS, ShardError, file_digest, identity_hash, plan, read_shard,
@@ -198,6 +198,7 @@ def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None
     t0 = time.perf_counter()
     checkpoint = Path(checkpoint).resolve()
     verify_checkpoint(checkpoint)
+    check_finite(checkpoint)  # here, once: a NaN weight would otherwise give plausible-looking bad metrics
     e, n = cfg.eval, cfg.eval.num_samples if num_samples is None else num_samples
     if n < 1:  # 0 must not silently mean "the default"
         raise ConfigError(f"num_samples={n}: generate at least one sample")

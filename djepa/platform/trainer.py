@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from djepa.checkpoint import CheckpointError, verify_checkpoint
+from djepa.checkpoint import CheckpointError, load_optimizer_state, verify_checkpoint
 from djepa.config import Config, ConfigError, load_config
 from djepa.data.encode import encode, encoded_dir
 from djepa.data.encoded import open_encoded, training_dataset
@@ -71,6 +71,7 @@ def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Pat
             hint = f" or continue from an earlier one with --resume-from {older[-1]}" if older else ""
             raise CheckpointError(f"{err}{hint}") from None
         _check_same_model(cfg, ckpt)
+        load_optimizer_state(ckpt, mmap=True)  # a refused optimizer.pt: named here, not retried by Ray workers
         if saved.get("parallel", cfg.train.parallel) != cfg.train.parallel:  # AdamW state is keyed differently
             raise ConfigError(f"{ckpt} was saved with train.parallel={saved['parallel']}; resume with "
                               f"--set train.parallel={saved['parallel']}")
