@@ -57,13 +57,14 @@ def parse(doc: str, default_config: str | None = "configs/digits.yaml",
 def run(fn: Callable, *args, **kwargs):
     """Call fn; an error the user can fix (it names the file or key) exits 2 with its message only."""
     from djepa.checkpoint import CheckpointError
+    from djepa.data.encode import BadImageError
     from djepa.data.encoded import DatasetError
     from djepa.eval.features import FeatureError
     from djepa.eval.reference import ReferenceError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, DatasetError, CheckpointError, FeatureError, ReferenceError, FileExistsError,
+    except (ConfigError, DatasetError, BadImageError, CheckpointError, FeatureError, ReferenceError, FileExistsError,
             FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
