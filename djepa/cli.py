@@ -15,6 +15,17 @@ def _checkpoint_config(checkpoint: str, config_file: str | None, overrides: list
     return eval_config(checkpoint, overrides, read_yaml(config_file) if config_file else None)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a count of at least 1 (0 or -5 samples make no sense; refused before anything runs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count (use 1 or more)")
+    return value
+
+
 def parse(doc: str, default_config: str | None = "configs/digits.yaml",
           add_args: Callable[[argparse.ArgumentParser], None] | None = None,
           from_checkpoint: bool | Callable = False) -> tuple[Config, argparse.Namespace]:
@@ -46,13 +57,14 @@ def parse(doc: str, default_config: str | None = "configs/digits.yaml",
 def run(fn: Callable, *args, **kwargs):
     """Call fn; an error the user can fix (it names the file or key) exits 2 with its message only."""
     from djepa.checkpoint import CheckpointError
+    from djepa.data.encode import BadImageError
     from djepa.data.encoded import DatasetError
     from djepa.eval.features import FeatureError
     from djepa.eval.reference import ReferenceError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, DatasetError, CheckpointError, FeatureError, ReferenceError, FileExistsError,
+    except (ConfigError, DatasetError, BadImageError, CheckpointError, FeatureError, ReferenceError, FileExistsError,
             FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -316,7 +316,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, raw = item.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override '{item}' has an empty key")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else raw
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{item}': the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+    return key.strip().split("."), value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -344,9 +348,19 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({what})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file ({err})") from None
+    if data is None:  # an empty file would silently mean "all defaults" (the 212M-parameter model)
+        raise ConfigError(f"{path} is empty; a config file needs at least one section (e.g. train:)")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raise ConfigError(f"{path}: top level must be a mapping of sections, not a {type(data).__name__}")
     return data
 
 

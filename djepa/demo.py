@@ -13,6 +13,7 @@ import numpy as np
 
 from djepa.checkpoint import load_weights
 from djepa.config import Config
+from djepa.lock import hold
 from djepa.local import resolve_device, train_local
 from djepa.samples import balanced_labels, sample_images, write_preview
 
@@ -35,6 +36,11 @@ def class_consistency_report(ema, cfg: Config, device) -> dict[str, float]:
 
 def run_demo(cfg: Config) -> dict:
     out = Path(cfg.train.out_dir).resolve()
+    with hold(out, "local demo"):  # first: a second demo into this directory is refused before any compute
+        return _run_demo(cfg, out)
+
+
+def _run_demo(cfg: Config, out: Path) -> dict:
     device = resolve_device(cfg.train.device)
     result = train_local(cfg, out)
     _, _, ema = load_weights(result.checkpoint, device)

@@ -18,6 +18,7 @@ from djepa.checkpoint import save_checkpoint
 from djepa.config import Config
 from djepa.data.sources import load_arrays
 from djepa.engine import build_optimizer, checkpoint_blocks, compile_blocks, compile_enabled, train_step
+from djepa.lock import hold
 from djepa.models.djepa import build_model
 from djepa.models.ema import make_ema
 from djepa.models.tokenizer import build_tokenizer
@@ -43,9 +44,15 @@ def fmt_eta(seconds: float) -> str:
 
 
 def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
-    """Train cfg's model on an in-memory source; returns where the weights went and the loss history."""
+    """Train cfg's model on an in-memory source; returns where the weights went and the loss history.
+    The output directory is locked while training (djepa.lock): a second job into it is refused."""
+    out = Path(out_dir or cfg.train.out_dir).resolve()
+    with hold(out, "local training"):
+        return _train_local(cfg, out)
+
+
+def _train_local(cfg: Config, out: Path) -> TrainResult:
     t = cfg.train
-    out = Path(out_dir or t.out_dir).resolve()
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
     gen = torch.Generator().manual_seed(t.seed)

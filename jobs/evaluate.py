@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from djepa.cli import parse, run  # noqa: E402
+from djepa.cli import parse, positive_int, run  # noqa: E402
 
 
 def _flags(ap):
-    ap.add_argument("--num-samples", type=int, help="samples to generate (default eval.num_samples)")
+    ap.add_argument("--num-samples", type=positive_int, help="samples to generate (default eval.num_samples)")
     ap.add_argument("--parent-run", help="MLflow run id to nest this evaluation under (default: the training run "
                                          "of the checkpoint, from its run.json)")
 

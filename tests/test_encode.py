@@ -68,7 +68,7 @@ def test_encode_stops_at_a_bad_image_by_default(ray_session, tiny, tmp_path):
     out = tmp_path / "enc"
     with pytest.raises(BadImageError, match=r"unreadable image .*class_1/broken.png.*data.on_bad_image=skip"):
         encode(tiny(*VAE, f"data.root={root}", f"data.encoded_dir={out}"))
-    assert not out.exists() and not list(tmp_path.glob(".enc*"))  # nothing half-written
+    assert not out.exists() and not list(tmp_path.glob(".enc.tmp*"))  # nothing half-written (.enc.lock stays)
     # (a separate test from the one below: pytest's log capture keeps the failed dataset's actors
     # alive until the end of the test, through the traceback of the error Ray Data logs)
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from djepa.config import Config, ConfigError, TokenizerConfig
-from djepa.data.images import IMAGE_EXTENSIONS, decode_image, folder_classes
+from djepa.data.images import FolderScan, decode_image, scan_folder, unreadable_headers
 from djepa.data.sources import load_arrays
+from djepa.lock import hold
 from djepa.models.tokenizer import moments_shape
 
 FORMAT = "djepa-encoded-v1"
@@ -53,7 +54,7 @@ def encoded_dir(cfg: Config) -> Path:
 
 
 class BadImageError(ValueError):
-    """An image that cannot be decoded, with data.on_bad_image=fail."""
+    """An image that cannot be decoded, with data.on_bad_image=fail (a user error: the job exits 2 naming it)."""
 
 
 class Tokenize:
@@ -80,7 +81,7 @@ def _decode_batch(batch: dict, size: int, channels: int, classes: list[str], roo
                   bad_dir: str) -> dict:
     """Bytes + paths -> images, labels from the parent folder; unreadable files skipped (listed) or fatal."""
     images, labels, keys, bad = [], [], [], []
-    index = {c: i for i, c in enumerate(classes)}
+    index = {c: i for i, c in enumerate(classes)}  # the top folder under root is the class (images may be nested)
     for data, path in zip(batch["bytes"], batch["path"]):
         try:
             images.append(decode_image(data, size, channels))
@@ -90,23 +91,26 @@ def _decode_batch(batch: dict, size: int, channels: int, classes: list[str], roo
                                  f"data.on_bad_image=skip to skip and count such files") from None
             bad.append(f"{path}\t{type(err).__name__}: {err}")
             continue
-        labels.append(index[Path(path).parent.name])
-        keys.append(str(Path(path).relative_to(root)))
+        rel = Path(path).relative_to(root)
+        labels.append(index[rel.parts[0]])
+        keys.append(str(rel))
     if bad:
         Path(bad_dir, f"{uuid.uuid4().hex}.txt").write_text("\n".join(bad) + "\n")
     arr = np.stack(images) if images else np.zeros((0, channels, size, size), np.float32)
     return {"image": arr, "label": np.asarray(labels, np.int64), "key": np.asarray(keys, dtype=object)}
 
 
-def _source_dataset(cfg: Config, bad_dir: Path):
-    """-> (Ray Dataset with image/label/key columns, class names)."""
+def _source_dataset(cfg: Config, bad_dir: Path, scan: FolderScan | None = None):
+    """-> (Ray Dataset with image/label/key columns, class names). A folder is read from the files of its scan
+    (made here unless given): exactly the files the scan listed, so nothing is dropped without being listed."""
     import ray.data
 
     t = cfg.tokenizer
     if cfg.data.source == "folder":
         root = str(Path(cfg.data.root).resolve())
-        classes = folder_classes(root)
-        ds = ray.data.read_binary_files(root, include_paths=True, file_extensions=IMAGE_EXTENSIONS)
+        scan = scan or scan_folder(root)
+        classes = scan.classes
+        ds = ray.data.read_binary_files(scan.files, include_paths=True)
         fn_kwargs = dict(size=t.image_size, channels=t.channels, classes=classes, root=root,
                          on_bad=cfg.data.on_bad_image, bad_dir=str(bad_dir))
         return ds.map_batches(_decode_batch, fn_kwargs=fn_kwargs, batch_size=cfg.data.encode_batch_size), classes
@@ -129,9 +133,15 @@ def _shard_files(shards: Path) -> list[dict]:
 
 def encode(cfg: Config, out: str | Path | None = None) -> dict:
     """Encode cfg.data's images with cfg.tokenizer into `out` (default encoded_dir(cfg)); returns the manifest."""
+    out = Path(out).resolve() if out else encoded_dir(cfg)
+    # the output appears only when complete, so the lock lives beside it: .<name>.lock
+    with hold(out.parent, "encode", file=out.parent / f".{out.name}.lock"):
+        return _encode_locked(cfg, out)
+
+
+def _encode_locked(cfg: Config, out: Path) -> dict:
     import ray
 
-    out = Path(out).resolve() if out else encoded_dir(cfg)
     settings, digest = encode_settings(cfg), encode_hash(cfg)
     if (out / "manifest.json").is_file():
         manifest = json.loads((out / "manifest.json").read_text())
@@ -144,13 +154,27 @@ def encode(cfg: Config, out: str | Path | None = None) -> dict:
     if out.exists():
         raise FileExistsError(f"{out} exists but holds no manifest.json (an unfinished or foreign directory); "
                               f"delete it or choose another data.encoded_dir")
+    scan = None
+    if cfg.data.source == "folder":  # the layout is checked here, in the driver, before Ray starts
+        scan = scan_folder(cfg.data.root)
+        print(f"[encode] {cfg.data.root}: {len(scan.classes)} classes, {len(scan.files):,} image files, "
+              f"{len(scan.ignored)} other file(s) ignored" + (" (listed in ignored_files.txt)" if scan.ignored
+                                                               else ""), flush=True)
+        if cfg.data.on_bad_image == "fail":  # a header that Pillow cannot identify is named before Ray starts
+            bad = unreadable_headers(scan.files)
+            if bad:
+                raise BadImageError(f"unreadable image {bad[0].split(chr(9))[0]} ({bad[0].split(chr(9))[1]})"
+                                    + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+                                    + ". Remove it, or set data.on_bad_image=skip to skip and count such files")
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     (tmp / "_bad").mkdir(parents=True)
+    if scan and scan.ignored:
+        (tmp / "ignored_files.txt").write_text("\n".join(scan.ignored) + "\n")
     start = time.perf_counter()
     try:
         if not ray.is_initialized():
             ray.init()
-        ds, classes = _source_dataset(cfg, tmp / "_bad")
+        ds, classes = _source_dataset(cfg, tmp / "_bad", scan)
         gpus = cfg.data.encode_gpus
         ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer": cfg.tokenizer.model_dump(mode="json")},
                             batch_size=cfg.data.encode_batch_size, num_gpus=gpus or None,
@@ -170,6 +194,7 @@ def encode(cfg: Config, out: str | Path | None = None) -> dict:
         manifest = {
             "format": FORMAT, "source": cfg.data.source, "root": settings["root"], "classes": classes,
             "num_classes": len(classes), "rows": rows, "skipped": len(bad),
+            "ignored": len(scan.ignored) if scan else 0,
             "tokenizer": t.kind, "vae": t.vae.weights if t.kind == "vae" else None,
             "scale_factor": t.vae.scale_factor if t.kind == "vae" else None,
             # moments hold (mean, log-variance) for a VAE, so twice the latent channels
@@ -195,6 +220,8 @@ def encode(cfg: Config, out: str | Path | None = None) -> dict:
     if failure:  # a clean error: Ray's traceback would keep the dataset (and its actors) alive
         raise BadImageError(failure)
     skipped = f", {len(bad)} unreadable image(s) skipped (listed in {out / 'bad_images.txt'})" if bad else ""
+    if manifest["ignored"]:
+        skipped += f", {manifest['ignored']} other file(s) ignored (listed in {out / 'ignored_files.txt'})"
     print(f"[encode] wrote {rows:,} rows in {len(files)} shard(s) to {out} in {manifest['seconds']} s{skipped}",
           flush=True)
     return manifest

@@ -27,8 +27,10 @@ def make_hint(config: str = "<your config>") -> str:
     return f"make one with `python jobs/reference.py --config {config} --out PATH` and set eval.reference=PATH"
 
 
-def load_reference(path: str | Path, names: list[str]) -> dict:
-    """-> {"stats": {name: (mu, sigma)}, "images": uint8 NHWC or None, "floors": {...}, "meta": {...}}."""
+def load_reference(path: str | Path, names: list[str], dims: dict[str, int] | None = None) -> dict:
+    """-> {"stats": {name: (mu, sigma)}, "images": uint8 NHWC or None, "floors": {...}, "meta": {...}}.
+    dims (extractor name -> feature dimension) checks the statistics' shapes, so a reference made with another
+    extractor is refused before any sampling, not after hours of it."""
     path = Path(path)
     if not path.is_file():
         raise ReferenceError(f"reference statistics {path} (eval.reference) not found; {make_hint()}")
@@ -42,9 +44,22 @@ def load_reference(path: str | Path, names: list[str]) -> dict:
         if mu not in data or sigma not in data:
             raise ReferenceError(f"{path} (eval.reference) has no {mu!r}/{sigma!r} for the {name} features "
                                  f"(keys: {sorted(data)}); {make_hint()} with eval.features including {name}")
-        stats[name] = (data[mu].astype(np.float64), data[sigma].astype(np.float64))
+        m, sg = data[mu].astype(np.float64), data[sigma].astype(np.float64)
+        d = (dims or {}).get(name, m.shape[0] if m.ndim == 1 else -1)
+        if m.shape != (d,) or sg.shape != (d, d):
+            raise ReferenceError(f"{path} (eval.reference) has {mu!r} of shape {m.shape} and {sigma!r} of shape "
+                                 f"{sg.shape}, but the {name} features have dimension {d} (expected ({d},) and "
+                                 f"({d}, {d})): it was made with another feature extractor; {make_hint()}")
+        if not (np.isfinite(m).all() and np.isfinite(sg).all()):
+            raise ReferenceError(f"{path} (eval.reference): {mu!r}/{sigma!r} hold NaN or infinite values; "
+                                 f"{make_hint()}")
+        stats[name] = (m, sg)
+    images = data.get("arr_0")
+    if images is not None and (images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3)):
+        raise ReferenceError(f"{path} (eval.reference): 'arr_0' must be uint8 images N x H x W x C (C = 1 or 3), "
+                             f"found {images.dtype} {images.shape}")
     floors = {k: float(v) for k, v in data.items() if k.startswith("floor_")}
-    return {"stats": stats, "images": data.get("arr_0"), "floors": floors, "meta": meta or {}, "path": str(path)}
+    return {"stats": stats, "images": images, "floors": floors, "meta": meta or {}, "path": str(path)}
 
 
 def save_reference(path: str | Path, stats: dict[str, FeatureStats], images: np.ndarray | None,

@@ -37,7 +37,7 @@ def resolve_reference(cfg: Config, extractors) -> dict | None:
         if not path.is_file():
             say(f"no eval.reference: computing the {cfg.data.source} reference statistics once -> {path}")
             embedded_reference(cfg.data.source, extractors, e.reference_images, path)
-    return load_reference(path, [ex.name for ex in extractors])
+    return load_reference(path, [ex.name for ex in extractors], {ex.name: ex.dims for ex in extractors})
 
 
 def _metrics(cfg: Config, name: str, stats: FeatureStats, logits: np.ndarray, features: np.ndarray,

@@ -35,11 +35,9 @@ class ShardError(RuntimeError):
 
 
 def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+    from djepa.checkpoint import file_sha256  # cached: the checkpoint check has usually hashed it already
+
+    return file_sha256(path)
 
 
 def sampling_identity(cfg: Config, checkpoint_digest: str) -> dict:

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from djepa.checkpoint import verify_checkpoint
+from djepa.checkpoint import check_finite, verify_checkpoint
 from djepa.config import Config, ConfigError, apply_overrides, deep_merge, read_yaml, validate
 from djepa.eval.report import finish, resolve_reference, say
 from djepa.eval.shards import (SAMPLING_MODEL_KEYS, VAE_LOCATION_KEYS, ShardError, file_digest, identity_hash, plan,
                                read_shard, sampling_identity, shard_features, shard_path, write_shard)
 from djepa.local import fmt_eta
+from djepa.lock import acquire, release
 from djepa.platform.tracking import flatten
 
 
@@ -199,7 +200,10 @@ def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None
     t0 = time.perf_counter()
     checkpoint = Path(checkpoint).resolve()
     verify_checkpoint(checkpoint)
-    e, n = cfg.eval, num_samples or cfg.eval.num_samples
+    check_finite(checkpoint)  # here, once: a NaN weight would otherwise give plausible-looking bad metrics
+    e, n = cfg.eval, cfg.eval.num_samples if num_samples is None else num_samples
+    if n < 1:  # 0 must not silently mean "the default"
+        raise ConfigError(f"num_samples={n}: generate at least one sample")
     from djepa.eval.classifier import cache_dir
 
     # actors on other nodes see the driver's choices: no features without metrics, the resolved cache
@@ -209,45 +213,51 @@ def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None
     say(f"hashing {checkpoint / 'model.safetensors'}")
     identity = sampling_identity(cfg, file_digest(checkpoint / "model.safetensors"))
     sample_hash = identity_hash(identity)
-    extractors = build_extractors(cfg)  # here first: a missing weight file stops us before Ray starts
-    features = {ex.name: ex.identity for ex in extractors}
-    reference = None
-    if with_metrics:
-        reference = resolve_reference(cfg, extractors)
-    del extractors
     out = Path(e.out_dir).resolve() if e.out_dir else default_out_dir(checkpoint, sample_hash)
-    t = cfg.tokenizer
-    image_shape = (t.image_size, t.image_size, t.channels)
-    plan_file = out / "plan.json"
-    if plan_file.exists():
-        old = json.loads(plan_file.read_text())
-        if old.get("sample_hash") != sample_hash:
-            raise FileExistsError(f"{out} holds samples of another checkpoint or sampling config (hash "
-                                  f"{old.get('sample_hash')}, this one {sample_hash}); choose another eval.out_dir")
-    out.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps({"sample_hash": sample_hash, "identity": identity, "checkpoint": str(checkpoint),
-                                     "shard_size": e.shard_size, "features": features}, indent=1))
-    shards = plan(n, e.shard_size)
-    todo = _scan(out, shards, sample_hash, image_shape, features)
-    say(f"{n:,} samples of {checkpoint} in {len(shards)} shard(s) -> {out}; {len(shards) - len(todo)} already "
-        f"done, {len(todo)} to do with {e.workers} worker(s) (hash {sample_hash})")
-    meta = {"sample_hash": sample_hash, "features": features}
-    workers, pr_fn = None, None
-    if todo or (reference and reference.get("images") is not None):
-        if not ray.is_initialized():
-            ray.init()
-        threads = max(1, int(e.cpus_per_worker))  # fractional CPUs locally: one thread each
-        actor = ray.remote(ShardWorker).options(num_cpus=e.cpus_per_worker, num_gpus=1 if e.use_gpu else 0,
-                                                max_restarts=2, max_task_retries=2)
-        workers = _Workers(lambda: actor.remote(str(checkpoint), cfg.to_dict(), threads),
-                           min(e.workers, max(1, len(todo))))
-        pr_fn = _remote_pr(workers.live, e.pr_k)
+    lock = acquire(out, "sampling" if not with_metrics else "evaluation")  # a second job here is refused
     try:
-        stats = _run_todo(out, todo, workers, meta)
-        summary = finish(cfg, out, checkpoint, shards, sample_hash, image_shape, reference, pr_fn,
-                         {"parent_run_id": parent_run_id, "run_name": run_name, "tags": tags or {}}, stats)
+        extractors = build_extractors(cfg)  # here first: a missing weight file stops us before Ray starts
+        features = {ex.name: ex.identity for ex in extractors}
+        reference = None
+        if with_metrics:
+            reference = resolve_reference(cfg, extractors)
+        del extractors
+        t = cfg.tokenizer
+        image_shape = (t.image_size, t.image_size, t.channels)
+        plan_file = out / "plan.json"
+        if plan_file.exists():
+            old = json.loads(plan_file.read_text())
+            if old.get("sample_hash") != sample_hash:
+                raise FileExistsError(f"{out} holds samples of another checkpoint or sampling config (hash "
+                                      f"{old.get('sample_hash')}, this one {sample_hash}); choose another "
+                                      f"eval.out_dir")
+        out.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps({"sample_hash": sample_hash, "identity": identity,
+                                         "checkpoint": str(checkpoint), "shard_size": e.shard_size,
+                                         "features": features}, indent=1))
+        shards = plan(n, e.shard_size)
+        todo = _scan(out, shards, sample_hash, image_shape, features)
+        say(f"{n:,} samples of {checkpoint} in {len(shards)} shard(s) -> {out}; {len(shards) - len(todo)} already "
+            f"done, {len(todo)} to do with {e.workers} worker(s) (hash {sample_hash})")
+        meta = {"sample_hash": sample_hash, "features": features}
+        workers, pr_fn = None, None
+        if todo or (reference and reference.get("images") is not None):
+            if not ray.is_initialized():
+                ray.init()
+            threads = max(1, int(e.cpus_per_worker))  # fractional CPUs locally: one thread each
+            actor = ray.remote(ShardWorker).options(num_cpus=e.cpus_per_worker, num_gpus=1 if e.use_gpu else 0,
+                                                    max_restarts=2, max_task_retries=2)
+            workers = _Workers(lambda: actor.remote(str(checkpoint), cfg.to_dict(), threads),
+                               min(e.workers, max(1, len(todo))))
+            pr_fn = _remote_pr(workers.live, e.pr_k)
+        try:
+            stats = _run_todo(out, todo, workers, meta)
+            summary = finish(cfg, out, checkpoint, shards, sample_hash, image_shape, reference, pr_fn,
+                             {"parent_run_id": parent_run_id, "run_name": run_name, "tags": tags or {}}, stats)
+        finally:
+            for w in workers.live if workers else []:  # free the CPUs / GPUs now, not when the driver exits
+                ray.kill(w)
     finally:
-        for w in workers.live if workers else []:  # free the CPUs / GPUs now, not when the driver exits
-            ray.kill(w)
+        release(lock)
     say(f"done in {time.perf_counter() - t0:.1f}s")
     return summary

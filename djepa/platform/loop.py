@@ -52,7 +52,7 @@ def pick_checkpoint(ray_ckpt: str | None, resume_from: str | None) -> str | None
         if not path:
             continue
         try:
-            s = verify_checkpoint(path)["step"]
+            s = verify_checkpoint(path, content=False)["step"]  # sizes; the driver checked the content
         except Exception as err:
             say(f"[train] skipping checkpoint {path}: {err}")
             continue
@@ -164,7 +164,7 @@ def train_worker(config: dict) -> None:
     state = {"step": 0, "pass": 0, "batch_in_pass": 0}  # data position: pass of the stream, batches into it
     ckpt = pick_checkpoint(getattr(ray.train.get_checkpoint(), "path", None), config.get("resume_from"))
     if ckpt:
-        saved = verify_checkpoint(ckpt)  # the driver checked the model and train.parallel against it
+        saved = verify_checkpoint(ckpt, content=False)  # the driver checked the model and train.parallel against it
         state = {k: saved[k] for k in state}
         model_sd, ema_sd = load_tensors(ckpt, "cpu")
         load_full_state(model, ema, opt, model_sd, ema_sd, load_optimizer_state(ckpt))

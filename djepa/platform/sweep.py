@@ -17,8 +17,9 @@ from pathlib import Path
 
 
 from djepa.checkpoint import verify_checkpoint
-from djepa.config import Config, deep_merge, validate
+from djepa.config import Config, ConfigError, deep_merge, validate
 from djepa.eval.sweep_plots import write_trials_csv
+from djepa.lock import hold
 from djepa.platform.sweep_config import STAGES, SweepConfig, choose, point, score, stage_points, trial_name
 from djepa.platform.tracking import flatten
 from djepa.samples import atomic_write
@@ -227,7 +228,11 @@ def _log_failed(cfg: Config, rec: dict, parent_run_id: str | None) -> None:
 
     if parent_run_id is None or rec.get("mlflow_run_id"):
         return
-    c = validate(deep_merge(cfg.to_dict(), {"sample": {k: rec["point"][k] for k in ("cfg", "temperature", "ar_steps")}}))
+    try:
+        c = validate(deep_merge(cfg.to_dict(), {"sample": {k: rec["point"][k] for k in ("cfg", "temperature",
+                                                                                     "ar_steps")}}))
+    except ConfigError:  # reporting a failure must never raise and lose the finished trials' results
+        c = cfg
     t = start_run(c, Path(rec["dir"]), None, parent_run_id=parent_run_id,
                   run_name=f"{rec['stage']} {rec['name']} (failed)")
     for k, v in {"djepa.kind": "sweep-trial", "djepa.sweep.stage": rec["stage"], "djepa.sweep.trial": rec["name"],
@@ -239,13 +244,17 @@ def _log_failed(cfg: Config, rec: dict, parent_run_id: str | None) -> None:
 
 def run_sweep(cfg: Config, spec: SweepConfig, checkpoint: str | Path) -> dict:
     """Run (or resume) every enabled stage, then write the figures, best.yaml and the summary."""
-    from djepa.platform.sweep_report import report
-
     t0 = time.perf_counter()
     checkpoint = Path(checkpoint).resolve()
     verify_checkpoint(checkpoint)
     cfg, out = _prepare(cfg, spec, checkpoint)
-    out.mkdir(parents=True, exist_ok=True)
+    with hold(out, "sweep"):  # a second sweep into `out` is refused, naming this one (djepa.lock)
+        return _run_sweep_locked(cfg, spec, checkpoint, out, t0)
+
+
+def _run_sweep_locked(cfg: Config, spec: SweepConfig, checkpoint: Path, out: Path, t0: float) -> dict:
+    from djepa.platform.sweep_report import report
+
     state = _state(out, _identity(cfg, spec, checkpoint))
     tracker = _parent_run(cfg, spec, out, checkpoint, state)
     state["mlflow_run_id"], state["checkpoint"] = tracker.run_id, str(checkpoint)

@@ -86,14 +86,18 @@ class SweepConfig(_Strict):
     def _check(self):
         if self.fine and not self.coarse:
             raise ValueError("fine is centred on the coarse stage's best: enable coarse too")
-        for name in ("coarse", "ar_steps"):
-            stage = getattr(self, name)
-            if stage is not None:
-                values = stage.values if name == "ar_steps" else stage.temperature
-                try:
-                    _values(values)
-                except ValueError as err:
-                    raise ValueError(f"{name}: {err}") from None
+        grids = {"coarse.cfg": self.coarse and self.coarse.cfg, "coarse.temperature": self.coarse and
+                 self.coarse.temperature, "ar_steps.values": self.ar_steps and self.ar_steps.values}
+        for key, values in grids.items():
+            if values is None:
+                continue
+            try:
+                n = len(_values(values))
+            except ValueError as err:
+                raise ValueError(f"{key}: {err}") from None
+            if n == 0:  # an empty grid would run nothing and then report "every trial failed"
+                raise ValueError(f"sweep.{key} is an empty grid; give at least one value (or disable the stage: "
+                                 f"{key.split('.')[0]}: null)")
         return self
 
     @property
@@ -143,7 +147,30 @@ def load_sweep(checkpoint: str | Path, config_file: str | Path | None, overrides
                               f"of tokens)")
     if spec.coarse and (spec.coarse.ar_steps or 0) > cfg.tokenizer.num_tokens:
         raise ConfigError(f"sweep.coarse.ar_steps={spec.coarse.ar_steps} exceeds the {cfg.tokenizer.num_tokens} tokens")
+    check_points(spec, cfg)
     return cfg, spec
+
+
+def check_points(spec: SweepConfig, cfg: Config) -> None:
+    """Every point of the fixed grids is validated as a config before any trial runs; an invalid one is named by
+    its sweep.* key (a bad point found later would fail its trial after the others had spent their compute)."""
+    from djepa.config import deep_merge, validate
+
+    grids = {"coarse": {"cfg": "sweep.coarse.cfg", "temperature": "sweep.coarse.temperature",
+                        "ar_steps": "sweep.coarse.ar_steps"},
+             "ar_steps": {"ar_steps": "sweep.ar_steps.values"}}
+    base = point(cfg.sample.cfg, cfg.sample.temperature, cfg.sample.ar_steps)
+    for stage, keys in grids.items():
+        if getattr(spec, stage) is None:
+            continue
+        for p in stage_points(spec, stage, cfg, base):
+            try:
+                validate(deep_merge(cfg.to_dict(), {"sample": p}))
+            except ConfigError as err:
+                bad = [k for k in keys if f"sample.{k}" in str(err)] or list(keys)
+                detail = str(err).replace("invalid config:", "").strip().replace("sample.", "")
+                raise ConfigError(f"{', '.join(keys[k] for k in bad)}: the grid point {trial_name(p)} is not a valid "
+                                  f"sampling config ({detail})") from None
 
 
 # ----------------------------------------------------------------------------- grids and choice

@@ -12,10 +12,11 @@ import os
 import time
 from pathlib import Path
 
-from djepa.checkpoint import CheckpointError, verify_checkpoint
+from djepa.checkpoint import CheckpointError, load_optimizer_state, verify_checkpoint
 from djepa.config import Config, ConfigError, load_config
 from djepa.data.encode import encode, encoded_dir
 from djepa.data.encoded import open_encoded, training_dataset
+from djepa.lock import hold
 from djepa.platform.tracking import flatten, in_ray_job, start_run, tracking_uri
 
 BUNDLED = ("digits", "mnist5k")  # small enough to encode on the fly when the encoded copy is missing
@@ -43,13 +44,17 @@ def _check_same_model(cfg: Config, ckpt: Path) -> None:
                           f"or start a new run with another train.out_dir")
 
 
-def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Path, dict, Path | None]:
-    """All checks that need no Ray. -> (run directory, previous run.json or {}, checkpoint to start from)."""
+def run_directory(cfg: Config) -> Path:
     if in_ray_job() and not Path(cfg.train.out_dir).is_absolute():
         raise ConfigError(f"train.out_dir={cfg.train.out_dir} is relative: in a Ray job it would land in the job's "
                           f"temporary copy of the working directory and be lost; give an absolute path on shared "
                           f"storage (e.g. --set train.out_dir=/shared/runs/{cfg.name})")
-    run_dir = Path(cfg.train.out_dir).resolve()
+    return Path(cfg.train.out_dir).resolve()
+
+
+def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Path, dict, Path | None]:
+    """All checks that need no Ray. -> (run directory, previous run.json or {}, checkpoint to start from)."""
+    run_dir = run_directory(cfg)
     run_json = run_dir / "run.json"
     if run_json.exists() and not (resume or resume_from):
         raise FileExistsError(f"{run_dir} already holds a training run; continue it with --resume "
@@ -66,6 +71,7 @@ def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Pat
             hint = f" or continue from an earlier one with --resume-from {older[-1]}" if older else ""
             raise CheckpointError(f"{err}{hint}") from None
         _check_same_model(cfg, ckpt)
+        load_optimizer_state(ckpt, mmap=True)  # a refused optimizer.pt: named here, not retried by Ray workers
         if saved.get("parallel", cfg.train.parallel) != cfg.train.parallel:  # AdamW state is keyed differently
             raise ConfigError(f"{ckpt} was saved with train.parallel={saved['parallel']}; resume with "
                               f"--set train.parallel={saved['parallel']}")
@@ -73,7 +79,13 @@ def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Pat
 
 
 def train(cfg: Config, resume: bool = False, resume_from: str | None = None) -> dict:
-    """Train cfg with Ray Train; -> the summary (also printed and written to the run's summary.json)."""
+    """Train cfg with Ray Train; -> the summary (also printed and written to the run's summary.json).
+    The run directory is locked first: a second job into it is refused, naming this one (djepa.lock)."""
+    with hold(run_directory(cfg), "training"):
+        return _train(cfg, resume, resume_from)
+
+
+def _train(cfg: Config, resume: bool, resume_from: str | None) -> dict:
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
