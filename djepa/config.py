@@ -113,6 +113,9 @@ class ModelConfig(_Strict):
     pred_loss_weight: float = Field(1.0, ge=0)
     smooth_l1_beta: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.9999, ge=0, le=1)
+    # decay_t = min(ema_decay, (1 + t) / (10 + t)) at EMA update t (djepa/models/ema.py): right at any step,
+    # exactly ema_decay from update ~9 / (1 - ema_decay) on; false: the constant from step 0
+    ema_warmup: bool = True
     token_loss: TokenLossConfig = TokenLossConfig()
 
     @model_validator(mode="after")
