@@ -16,7 +16,7 @@ from djepa.checkpoint import CheckpointError, verify_checkpoint
 from djepa.config import Config, ConfigError, load_config
 from djepa.data.encode import encode, encoded_dir
 from djepa.data.encoded import open_encoded, training_dataset
-from djepa.platform.tracking import flatten, in_ray_job, start_run, tracking_uri
+from djepa.platform.tracking import flatten, in_ray_job, start_run, tracking_uri, training_run_name
 
 BUNDLED = ("digits", "mnist5k")  # small enough to encode on the fly when the encoded copy is missing
 
@@ -91,7 +91,7 @@ def train(cfg: Config, resume: bool = False, resume_from: str | None = None) -> 
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "status.json").unlink(missing_ok=True)
-    tracker = start_run(cfg, run_dir, manifest, previous.get("mlflow_run_id"))
+    tracker = start_run(cfg, run_dir, manifest, previous.get("mlflow_run_id"), run_name=training_run_name(cfg))
     attempts = previous.get("attempts", []) + [{"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                 "config_hash": cfg.hash(), "from": str(ckpt) if ckpt else None}]
     run_info = {"mlflow_run_id": tracker.run_id or previous.get("mlflow_run_id"),
