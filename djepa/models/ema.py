@@ -9,8 +9,8 @@ trained weights at every step. Bias correction (Adam-style, dividing by 1 - deca
 candidate; it weights the first, barely trained steps as much as the recent ones in a short run.
 EDM2's power EMA has no constant to settle on, and the paper's presets name one (0.9999).
 From update `ema_warmup_end(decay)` on the decay is exactly the configured constant (0.9999: from the
-89,991st update; 0.995: from the 1,791st); after a 500k-step preset run the warm-up's updates weigh 0.9999**410,009 < 1e-17
-in the EMA, so the sampling weights follow the paper.
+89,991st update; 0.995: from the 1,791st); after a 500k-step preset run the warm-up's updates weigh
+0.9999**410,009 < 1e-17 in the EMA, so the sampling weights follow the paper.
 """
 from __future__ import annotations
 
