@@ -118,6 +118,9 @@ class ModelConfig(_Strict):
     # The authors build their (unreleased) JEPA loss head as JepaLoss(..., beta=2.0): the smooth-L1 beta.
     smooth_l1_beta: float = Field(2.0, gt=0)
     ema_decay: float = Field(0.9999, ge=0, le=1)
+    # decay_t = min(ema_decay, (1 + t) / (10 + t)) at EMA update t (djepa/models/ema.py): right at any step,
+    # exactly ema_decay from update ~9 / (1 - ema_decay) on; false: the constant from step 0
+    ema_warmup: bool = True
     token_loss: TokenLossConfig = TokenLossConfig()
 
     @field_validator("qk_norm", mode="before")

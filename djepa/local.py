@@ -20,7 +20,7 @@ from djepa.data.sources import load_arrays
 from djepa.engine import build_optimizer, checkpoint_blocks, compile_blocks, compile_enabled, train_step
 from djepa.lock import hold
 from djepa.models.djepa import build_model
-from djepa.models.ema import make_ema
+from djepa.models.ema import ema_decay_at, make_ema
 from djepa.models.tokenizer import build_tokenizer
 
 
@@ -95,7 +95,8 @@ def _train_local(cfg: Config, out: Path) -> TrainResult:
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         tokens = tokenizer.encode(x.to(device))
-        res = train_step(model, ema, opt, tokens, labels[idx].to(device), step, t, cfg.model.ema_decay, amp)
+        decay = ema_decay_at(step, cfg.model.ema_decay, cfg.model.ema_warmup)  # one EMA update per step
+        res = train_step(model, ema, opt, tokens, labels[idx].to(device), step, t, decay, amp)
         if not np.isfinite(res.loss):
             raise FloatingPointError(f"loss became {res.loss} at step {step}; lower train.blr or check the data")
         step += 1
@@ -116,6 +117,7 @@ def _train_local(cfg: Config, out: Path) -> TrainResult:
             print(f"[train] time budget of {t.max_minutes} min reached at step {step}", flush=True)
             break
     seconds = time.perf_counter() - start
-    ckpt = save_checkpoint(out / "checkpoint", cfg, model.state_dict(), ema.state_dict(), {"step": step})
+    ckpt = save_checkpoint(out / "checkpoint", cfg, model.state_dict(), ema.state_dict(),
+                           {"step": step, "ema_updates": step})
     (out / "history.json").write_text(json.dumps(history, indent=1))
     return TrainResult(ckpt, step, seconds, history)

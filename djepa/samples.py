@@ -90,6 +90,12 @@ def save_grid_png(path: str | Path, images: np.ndarray, ncol: int, scale: int = 
     return path
 
 
+def grid_scale(image_size: int) -> int:
+    """Upscaling of a sample grid so each image is about 112 px (28x28 MNIST x4, 8x8 digits x14; 256 px x1):
+    readable in the MLflow artifact view at its natural size."""
+    return max(1, 112 // image_size)
+
+
 def sampling_dtype(s: SampleConfig, device: torch.device | str) -> torch.dtype | None:
     """sample.dtype for `device` -> the autocast dtype for `generate` (None: plain fp32)."""
     bf16 = s.dtype == "bf16" or (s.dtype == "auto" and torch.device(device).type == "cuda")
@@ -131,8 +137,8 @@ def write_preview(model, cfg: Config, out_dir: str | Path, device="cpu", tokeniz
     out = Path(out_dir)
     labels = balanced_labels(cfg.sample.num_per_class * cfg.model.num_classes, cfg.model.num_classes)
     images = sample_images(model, cfg, labels, device=device, tokenizer=tokenizer)
-    scale = max(1, 64 // cfg.tokenizer.image_size)  # small images upscaled for a readable grid
-    paths = {"png": save_grid_png(out / f"{stem}.png", images, ncol=cfg.model.num_classes, scale=scale)}
+    paths = {"png": save_grid_png(out / f"{stem}.png", images, ncol=cfg.model.num_classes,
+                                  scale=grid_scale(cfg.tokenizer.image_size))}
     if npz:
         paths["npz"] = save_npz(out / f"{stem}.npz", images, labels)
     return paths

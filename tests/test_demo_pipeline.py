@@ -35,6 +35,10 @@ def test_demo_pipeline_small(tmp_path):
     assert summary["steps"] == 20 and summary["grid"].endswith("grid.png")
     assert {"fd_domain", "is_domain", "consistency_domain"} <= set(summary["metrics"])
     assert summary["sweep"]["best"]["ar_steps"] in (2, 4) and summary["sweep"]["best"]["cfg"] in (1.0, 3.0)
+    # 20 steps sample noise, and the demo says so last, with the cause and the fix
+    assert summary["verdict"].startswith("VERDICT: these samples are unusable.")
+    assert "likely cause: the model is undertrained (20 steps)" in summary["verdict"]
+    assert out.rstrip().endswith(summary["verdict"].splitlines()[-1])
 
     client = MlflowClient(db)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

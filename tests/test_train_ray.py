@@ -35,11 +35,14 @@ def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, en
     assert logged[-1]["loss"] < 0.8 * logged[0]["loss"]
     assert [p.name for p in checkpoints(run)] == ["checkpoint_0000020", "checkpoint_0000030"]
     assert verify_checkpoint(run / "checkpoint_0000030")["step"] == 30
+    # the EMA's update count (its decay warm-up) came back from checkpoint 10: one update per step, none twice
+    assert verify_checkpoint(run / "checkpoint_0000030")["ema_updates"] == 30
 
     # continue the finished run: the step count and the warm-up go on where they stopped
     monkeypatch.delenv("DJEPA_FAULT")
     more = ray_config(tiny, tmp_path, encoded_digits, "train.steps=40")
     assert train(more, resume=True)["step"] == 40
+    assert verify_checkpoint(run / "checkpoint_0000040")["ema_updates"] == 40
     logged = [e for e in events(run) if "loss" in e]
     assert [e["step"] for e in logged] == [5, 10, 15, 20, 25, 30, 35, 40]
     for e in logged:  # lr logged at step k is the lr of step index k-1 of one uninterrupted schedule
@@ -48,7 +51,9 @@ def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, en
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("test")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3 opens its training view
     (mlrun,) = client.search_runs([exp.experiment_id])  # one run across the failure and the resume
+    assert mlrun.info.run_name.startswith("digits model.encoder_depth=1 model.predictor_depth=1 model.width=32 +")
     assert mlrun.data.params["model.width"] == "32" and mlrun.data.params["train.workers"] == "2"
     assert mlrun.data.tags["resume.train.steps"] == "30 -> 40"
     for key in ("loss_d", "loss_p", "lr", "grad_norm"):

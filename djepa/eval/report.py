@@ -11,7 +11,8 @@ from djepa.config import Config
 from djepa.eval.metrics import FeatureStats, frechet_distance, inception_score
 from djepa.eval.reference import ReferenceError, embedded_reference, load_reference, make_hint
 from djepa.eval.shards import read_shard, shard_path, shard_stats, write_adm_npz
-from djepa.samples import save_grid_png
+from djepa.eval.verdict import checkpoint_verdict
+from djepa.samples import grid_scale, save_grid_png
 
 EMBEDDED = ("digits", "mnist5k")
 
@@ -83,8 +84,8 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
         if cfg.eval.pngs:
             _write_pngs(out / "png", arrays)
     npz = write_adm_npz(out / "samples.npz", paths, n, image_shape) if cfg.eval.save_npz else None
-    scale = max(1, 64 // image_shape[0])  # a column per class (labels are interleaved)
-    grid = save_grid_png(out / "grid.png", np.concatenate(first)[:grid_n], ncol=c, scale=scale)
+    grid = save_grid_png(out / "grid.png", np.concatenate(first)[:grid_n], ncol=c,  # a column per class
+                         scale=grid_scale(image_shape[0]))
     metrics = {}
     for k in names:
         say(f"{k} metrics on {n:,} samples")
@@ -99,6 +100,7 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
               "sampling": {"seed": s.seed, "ar_steps": s.ar_steps, "cfg": s.cfg, "cfg_schedule": s.cfg_schedule,
                            "temperature": s.temperature, "batch_size": s.batch_size},
               "features": list(names), **timing, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    result["verdict"] = checkpoint_verdict(metrics, cfg, checkpoint)  # None: nothing says they are unusable
     result["mlflow"] = _track(cfg, out, checkpoint, result, grid, **track)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     if npz:
@@ -109,6 +111,8 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
     say(f"metrics            {out / 'metrics.json'}")
     if result["mlflow"]:
         say(f"MLflow run         {result['mlflow']['url']}")
+    if result["verdict"]:
+        print("\n" + result["verdict"], flush=True)
     return result
 
 

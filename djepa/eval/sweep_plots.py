@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,9 @@ def heat_map(trials: list[dict], metric: str, path: Path, title: str, best: dict
     if np.isnan(grid).all():
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.2 + 0.62 * len(temps), 1.2 + 0.5 * len(cfgs)), dpi=110)
+    # at least 5.5 x 4 in at 120 dpi (660 x 480 px): room for a two-line title, the colour bar and the values
+    # of a 3 x 3 demo sweep (the old size, 268 px wide, cut the title off)
+    fig, ax = plt.subplots(figsize=(max(5.5, 2.5 + 0.7 * len(temps)), max(4.0, 1.8 + 0.5 * len(cfgs))), dpi=120)
     im = ax.imshow(grid, cmap="viridis_r" if metric.startswith(("fid", "fd_")) else "viridis", aspect="auto")
     fig.colorbar(im, ax=ax, label=metric)
     ax.set_xticks(range(len(temps)), [f"{t:g}" for t in temps], rotation=90 if len(temps) > 8 else 0)
@@ -52,11 +55,11 @@ def heat_map(trials: list[dict], metric: str, path: Path, title: str, best: dict
             r, g, b, _ = im.cmap(im.norm(v)) if not np.isnan(v) else (1, 1, 1, 1)
             ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"  # readable on any cell
             ax.text(j, i, "x" if np.isnan(v) else (f"{v:.3g}" if small else ""), ha="center", va="center",
-                    fontsize=7, color=ink)
+                    fontsize=9, color=ink)
     if best is not None and best["point"]["cfg"] in cfgs and best["point"]["temperature"] in temps:
         i, j = cfgs.index(best["point"]["cfg"]), temps.index(best["point"]["temperature"])
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 60), fontsize=10)
     return _save(fig, path)
 
 

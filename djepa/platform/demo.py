@@ -43,7 +43,8 @@ def run_demo(cfg: Config, sweep_file: str | None, sweep_overrides: list[str] = (
     t0 = time.perf_counter()
     uri = tracking_uri(cfg)
     cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"tracking_uri": uri})})
-    say(f"1/3 training {cfg.name} on {cfg.data.source} with Ray Train ({cfg.train.max_minutes or '-'} min budget)")
+    ceiling = f", stopping early only at the {cfg.train.max_minutes:g} min ceiling" if cfg.train.max_minutes else ""
+    say(f"1/3 training {cfg.name} on {cfg.data.source} with Ray Train for {cfg.train.steps} steps{ceiling}")
     trained = _trained(cfg)
     ckpt = Path(trained["checkpoint"])
 
@@ -63,7 +64,7 @@ def run_demo(cfg: Config, sweep_file: str | None, sweep_overrides: list[str] = (
                "samples": ev["samples"], "metrics": m, "sampling": ev["sampling"],
                "sweep": {k: sweep[k] for k in ("best", "best_metrics", "best_yaml", "plots", "out")} if sweep else None,
                "mlflow_ui": f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri,
-               "training_run": trained.get("mlflow_url")}
+               "training_run": trained.get("mlflow_url"), "verdict": ev.get("verdict")}
     out = Path(cfg.train.out_dir).resolve().parent / "demo.json"
     out.write_text(json.dumps(summary, indent=1))
     _print(summary, out)
@@ -85,3 +86,8 @@ def _print(s: dict, out: Path) -> None:
         print(f"  sweep plots   {Path(s['sweep']['out']) / 'plots'}  (best settings: {s['sweep']['best_yaml']})")
     print(f"  summary       {out}")
     print(f"  MLflow        {s['mlflow_ui']}  then http://127.0.0.1:5000", flush=True)
+    if s["verdict"]:
+        print("\n" + s["verdict"], flush=True)
+    elif "consistency_domain" in m:
+        print(f"\nVERDICT: usable samples: the real-digit classifier recognises {m['consistency_domain']:.0%} of them "
+              f"as their class (chance {1 / 10:.0%}).", flush=True)

@@ -28,7 +28,7 @@ from djepa.engine import (build_optimizer, checkpoint_blocks, compile_blocks, co
                           weight_decay_at)
 from djepa.local import fmt_eta
 from djepa.models.djepa import build_model
-from djepa.models.ema import make_ema
+from djepa.models.ema import ema_decay_at, make_ema
 from djepa.platform.parallel import full_state, gathered_ema, load_full_state, shard
 from djepa.platform.tracking import Tracker
 from djepa.samples import write_preview
@@ -161,11 +161,14 @@ def train_worker(config: dict) -> None:
             say(f"[train] torch.compile: {n} blocks (train.compile={t.compile}); the first steps compile")
     net, ema = shard(model, ema, t.parallel, world)  # the optimizer must see the sharded parameters
     opt = build_optimizer(model, t, fused=device.type == "cuda")
-    state = {"step": 0, "pass": 0, "batch_in_pass": 0}  # data position: pass of the stream, batches into it
+    # data position (pass of the stream, batches into it) and the EMA's update count (its decay warm-up)
+    state = {"step": 0, "pass": 0, "batch_in_pass": 0, "ema_updates": 0}
     ckpt = pick_checkpoint(getattr(ray.train.get_checkpoint(), "path", None), config.get("resume_from"))
     if ckpt:
         saved = verify_checkpoint(ckpt, content=False)  # the driver checked the model and train.parallel against it
-        state = {k: saved[k] for k in state}
+        # checkpoints from before the EMA warm-up have no ema_updates: their EMA had one update per step
+        state = {k: saved[k] for k in ("step", "pass", "batch_in_pass")} | \
+            {"ema_updates": saved.get("ema_updates", saved["step"])}
         model_sd, ema_sd = load_tensors(ckpt, "cpu")
         load_full_state(model, ema, opt, model_sd, ema_sd, load_optimizer_state(ckpt))
 
@@ -189,8 +192,9 @@ def train_worker(config: dict) -> None:
             tokens, labels = batch_tokens(batch, cfg, None, device)
             if _fault(config.get("fault"), step, rank, world, run_dir) == "nan":
                 tokens = tokens * float("nan")
-            res = train_step(net, ema, opt, tokens, labels, step, t, cfg.model.ema_decay, amp)
-            step += 1
+            decay = ema_decay_at(state["ema_updates"], cfg.model.ema_decay, cfg.model.ema_warmup)
+            res = train_step(net, ema, opt, tokens, labels, step, t, decay, amp)
+            step, state["ema_updates"] = step + 1, state["ema_updates"] + 1
             out_of_time = bool(t.max_minutes) and time.perf_counter() - start >= t.max_minutes * 60
             # [non-finite loss or grad norm, out of time], built on the device; one small all-reduce keeps
             # every rank's decision to stop identical (no rank left at a barrier)

@@ -9,6 +9,7 @@ import yaml
 
 from djepa.config import Config
 from djepa.eval.sweep_plots import ar_steps_plot, best_table, heat_map, write_trials_csv
+from djepa.eval.verdict import checkpoint_verdict
 from djepa.platform.sweep import say
 from djepa.platform.sweep_config import STAGES, SweepConfig, trial_name
 
@@ -66,7 +67,8 @@ def report(cfg: Config, spec: SweepConfig, state: dict, out: Path, checkpoint: P
                           for s in stages},
                "plots": [str(f) for f in files if f is not None and f.suffix == ".png"],
                "mlflow": {"run_id": tracker.run_id, "url": tracker.url} if tracker.active else None,
-               "seconds": round(seconds, 1)}
+               "seconds": round(seconds, 1),
+               "verdict": checkpoint_verdict(best.get("metrics") or {}, cfg, checkpoint)}  # even the best is noise?
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     say(f"done in {seconds:.0f}s; best {trial_name(best['point'])}: " +
         ", ".join(f"{m} {best['metrics'][m]:.4g}" for m in metrics if m in (best.get("metrics") or {})))
@@ -80,4 +82,6 @@ def report(cfg: Config, spec: SweepConfig, state: dict, out: Path, checkpoint: P
     say(f"all trials         {out / 'trials.csv'}")
     if tracker.active:
         say(f"MLflow sweep run   {tracker.url}")
+    if summary["verdict"]:
+        print("\n" + summary["verdict"].replace("these samples", "the best trial's samples"), flush=True)
     return summary

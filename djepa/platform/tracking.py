@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,15 @@ from djepa.config import Config
 # A dead server must not stall a training step for minutes of HTTP retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+# MLflow 3's UI opens an experiment in its GenAI view (traces, judges, prompts) unless this tag says it is a
+# model-training one; "custom_model_development" is what its own "Machine learning" choice writes (MLflow 3.17's
+# UI bundle: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT). A kind a user chose in the UI is left as it is.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# keys that say where things go, not what is trained: never part of a run name
+_NOT_IN_NAME = ("train.out_dir", "tracking.", "eval.out_dir", "eval.cache_dir", "data.encoded_dir", "data.root")
+PRESETS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def in_ray_job() -> bool:
@@ -52,6 +62,29 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
         else:
             out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
     return out
+
+
+def config_diff(cfg: Config, preset: Path | None = None) -> list[str]:
+    """`key=value` for every leaf in which cfg differs from its preset (configs/<cfg.name>.yaml; [] if none)."""
+    from djepa.config import ConfigError, load_config
+
+    preset = preset or PRESETS / f"{cfg.name}.yaml"
+    try:
+        base = flatten(load_config(preset).to_dict())
+    except ConfigError:
+        return []
+    now = flatten(cfg.to_dict())
+    return [f"{k}={v}" for k, v in now.items() if base.get(k) != v and not k.startswith(_NOT_IN_NAME)]
+
+
+def training_run_name(cfg: Config, preset: Path | None = None, max_diffs: int = 3) -> str:
+    """tracking.run_name, else '<config name> <what differs from the preset> <date time>', e.g.
+    'mnist train.steps=600 2026-11-30 19:42': runs a person can tell apart in the MLflow run list."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    diffs = config_diff(cfg, preset)
+    shown = " ".join(diffs[:max_diffs]) + (f" +{len(diffs) - max_diffs} more" if len(diffs) > max_diffs else "")
+    return " ".join(p for p in (cfg.name, shown, time.strftime("%Y-%m-%d %H:%M")) if p)
 
 
 def _reachable(uri: str) -> str | None:
@@ -99,8 +132,6 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
-        import time
-
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self._call("log_metrics", lambda: self.client.log_batch(self.run_id, metrics=batch))
@@ -142,7 +173,12 @@ def start_run(cfg: Config, run_dir: Path, manifest: dict | None, run_id: str | N
 
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(cfg.tracking.experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+        if exp is None:
+            exp_id = client.create_experiment(cfg.tracking.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        else:
+            exp_id = exp.experiment_id
+            if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older djepa or by hand
+                client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         if run_id is None:
             tags = {"djepa.run_dir": str(run_dir)} | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
             run_id = client.create_run(exp_id, run_name=run_name or cfg.tracking.run_name or run_dir.name,

@@ -17,7 +17,7 @@ from djepa.config import Config, ConfigError, load_config
 from djepa.data.encode import encode, encoded_dir
 from djepa.data.encoded import open_encoded, training_dataset
 from djepa.lock import hold
-from djepa.platform.tracking import flatten, in_ray_job, start_run, tracking_uri
+from djepa.platform.tracking import flatten, in_ray_job, start_run, tracking_uri, training_run_name
 
 BUNDLED = ("digits", "mnist5k")  # small enough to encode on the fly when the encoded copy is missing
 
@@ -103,7 +103,7 @@ def _train(cfg: Config, resume: bool, resume_from: str | None) -> dict:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "status.json").unlink(missing_ok=True)
-    tracker = start_run(cfg, run_dir, manifest, previous.get("mlflow_run_id"))
+    tracker = start_run(cfg, run_dir, manifest, previous.get("mlflow_run_id"), run_name=training_run_name(cfg))
     attempts = previous.get("attempts", []) + [{"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                 "config_hash": cfg.hash(), "from": str(ckpt) if ckpt else None}]
     run_info = {"mlflow_run_id": tracker.run_id or previous.get("mlflow_run_id"),
