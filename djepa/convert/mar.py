@@ -141,7 +141,7 @@ def mar_config(model: dict, args: argparse.Namespace | None, preset: str | Path 
     if base.get("sample", {}).get("ar_steps", 0) > n_tokens:
         log(f"  the preset's sample.ar_steps exceeds the {n_tokens} tokens: sample.ar_steps={n_tokens}")
         _set(from_file, "sample.ar_steps", n_tokens)
-    mar_recipe = {"model": {"pred_loss_weight": 0.0, "qk_norm": "none",
+    mar_recipe = {"model": {"pred_loss_weight": 0.0, "qk_norm": "none", "ema_warmup": False,
                             "token_loss": {"kind": "diffusion", "diffusion": {"schedule": "cosine", "train_steps": 1000}}},
                   "train": {"no_decay": "mar"}}
     data = deep_merge(deep_merge(base, from_file), mar_recipe)
