@@ -153,3 +153,21 @@ def test_summary_cli_last_line_is_json():
     table, last = out.strip().splitlines()[:-1], out.strip().splitlines()[-1]
     assert any(line.startswith("denoiser") for line in table)
     assert json.loads(last)["trainable_params"] > 0
+
+
+def test_rms_qk_norm_is_the_authors_float32_rms_norm():
+    """models/block.py of the authors: x * rsqrt(mean(x^2) + 1e-6) in float32, times a weight, no bias."""
+    from djepa.models.djepa import Fp32RMSNorm, RMSQKAttention
+
+    norm = Fp32RMSNorm(8)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 1.5, 8))
+    x = torch.randn(3, 5, 8)
+    ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
+    assert torch.allclose(norm(x), ref, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(x.bfloat16())
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ref, atol=2e-2)
+    attn = RMSQKAttention(16, num_heads=2, qk_norm=True, qkv_bias=True)
+    assert isinstance(attn.q_norm, Fp32RMSNorm) and not hasattr(attn.q_norm, "bias")
+    assert [k for k in attn.state_dict() if "norm" in k] == ["q_norm.weight", "k_norm.weight"]

@@ -68,3 +68,20 @@ def test_vae_without_weights_names_the_setting():
     cfg = load_config("configs/djepa-b.yaml").tokenizer
     with pytest.raises(ValueError, match="tokenizer.vae.weights"):
         VAETokenizer(cfg)
+
+
+def test_latent_shift_and_scale_round_trip():
+    from djepa.config import VAEConfig
+    from djepa.models.tokenizer import moments_to_tokens, scale_latent, unscale_latent
+
+    vae = VAEConfig(scale_factor=0.5, shift_factor=0.25)
+    latent = torch.randn(2, 4, 3, 3)
+    assert torch.allclose(scale_latent(latent, vae), (latent - 0.25) * 0.5)
+    assert torch.allclose(unscale_latent(scale_latent(latent, vae), vae), latent, atol=1e-6)
+    from djepa.config import TokenizerConfig
+
+    tok = TokenizerConfig(kind="vae", image_size=48, channels=3, vae={"scale_factor": 0.5, "shift_factor": 0.25,
+                                                                       "latent_channels": 4})
+    moments = torch.cat([latent, torch.full_like(latent, -30.0)], dim=1)  # ~zero variance: the mean itself
+    tokens = moments_to_tokens(moments, tok, torch.Generator().manual_seed(0))
+    assert torch.allclose(tokens, ((latent - 0.25) * 0.5).flatten(2).transpose(1, 2), atol=1e-5)
