@@ -15,12 +15,10 @@ with its optimizer state; a checkpoint saved before hashes were recorded is chec
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import shutil
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -28,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from djepa.config import Config, load_config
+from djepa.digest import file_sha256
 from djepa.models.djepa import DJEPA, build_model
 from djepa.models.ema import make_ema
 
@@ -64,21 +63,6 @@ def save_checkpoint(path: str | Path, cfg: Config, model_state: dict, ema_state:
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
     return path
-
-
-@lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, computed once per process for the same path, size and modification time."""
-    st = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 def verify_checkpoint(path: str | Path, content: bool = True) -> dict:

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from djepa.digest import file_sha256
 from djepa.platform.evaluator import eval_config, generate
 
 N = 23  # 5 shards of 5, the last one partial
@@ -86,6 +87,10 @@ def test_evaluation_is_a_child_run_of_the_training_run(ray_session, checkpoint, 
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["djepa.kind"] == "evaluation"
     assert run.data.metrics["fd_domain"] == pytest.approx(res["metrics"]["fd_domain"])
     assert run.data.params["sample.cfg"] == "3.0" and run.data.params["eval.sample_hash"] == res["sample_hash"]
+    # the result names exactly which reference file it was measured against
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["reference_sha256"] == res["reference_sha256"] == file_sha256(res["reference"])
+    assert run.data.params["eval.reference_sha256"] == res["reference_sha256"]
     arts = {a.path for a in client.list_artifacts(run.info.run_id)} | \
         {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     assert "metrics.json" in arts and "samples/grid.png" in arts

@@ -21,6 +21,7 @@ import numpy as np
 from djepa.config import Config, ConfigError, TokenizerConfig
 from djepa.data.images import FolderScan, decode_image, scan_folder, unreadable_headers
 from djepa.data.sources import load_arrays
+from djepa.digest import files_sha256
 from djepa.lock import hold
 from djepa.models.tokenizer import moments_shape
 
@@ -125,10 +126,12 @@ def _source_dataset(cfg: Config, bad_dir: Path, scan: FolderScan | None = None):
 
 
 def _shard_files(shards: Path) -> list[dict]:
+    """Each shard's rows, size and sha256 (checked by open_encoded before training reads them)."""
     import pyarrow.parquet as pq
 
-    return [{"name": f"shards/{p.name}", "rows": pq.ParquetFile(p).metadata.num_rows, "bytes": p.stat().st_size}
-            for p in sorted(shards.glob("*.parquet"))]
+    paths = sorted(shards.glob("*.parquet"))
+    return [{"name": f"shards/{p.name}", "rows": pq.ParquetFile(p).metadata.num_rows, "bytes": p.stat().st_size,
+             "sha256": digest} for p, digest in zip(paths, files_sha256(paths))]
 
 
 def encode(cfg: Config, out: str | Path | None = None) -> dict:

@@ -1,13 +1,15 @@
 """Reading an encoded dataset for training: checks up front, a streaming Ray Dataset, batches -> tokens.
 
 `open_encoded` runs in the driver before any worker starts: a missing directory, a
-manifest written for another tokenizer, or a truncated Parquet shard is named there,
-with what to do. Workers then stream their shard; `batch_tokens` picks the image or
-its mirror per row and draws a fresh posterior sample, so no two epochs see the same tokens.
+manifest written for another tokenizer, a truncated Parquet shard, or one whose bytes no longer
+match the sha256 recorded at encode is named there, with what to do. Workers then stream their
+shard; `batch_tokens` picks the image or its mirror per row and draws a fresh posterior sample,
+so no two epochs see the same tokens.
 """
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch
 
 from djepa.config import Config
 from djepa.data.encode import FORMAT
+from djepa.digest import files_sha256
 from djepa.models.tokenizer import moments_shape, moments_to_tokens
 
 
@@ -73,6 +76,32 @@ def _check_shards(path: Path, manifest: dict, cfg: Config) -> None:
         if rows != f["rows"]:
             raise DatasetError(f"shard {shard} has {rows} rows but the manifest says {f['rows']}; delete {path} "
                                f"and {_reencode_hint(cfg, path)}")
+        size = shard.stat().st_size
+        if f.get("bytes") not in (None, size):
+            raise DatasetError(f"shard {shard} has {size:,} bytes but the manifest says {f['bytes']:,}; restore it "
+                               f"from a copy of {path}, or delete {path} and {_reencode_hint(cfg, path)}")
+    _check_content(path, manifest, cfg)
+
+
+def _check_content(path: Path, manifest: dict, cfg: Config) -> None:
+    """Every shard's sha256 against the manifest, once, in the driver (workers and epochs never re-hash): the
+    whole dataset is read once, several shards at a time (ImageNet's ~85 GB: minutes; see the README)."""
+    hashed = [f for f in manifest["files"] if f.get("sha256")]
+    if not hashed:
+        print(f"[data] {path}: encoded before shard hashes were recorded, so its shards are checked by row count "
+              f"and size only; re-encode it to have their content checked too", flush=True)
+        return
+    t0 = time.perf_counter()
+    digests = files_sha256([path / f["name"] for f in hashed])
+    for f, digest in zip(hashed, digests):
+        if digest != f["sha256"]:
+            raise DatasetError(f"shard {path / f['name']} is damaged: its content does not match the sha256 recorded "
+                               f"in {path / 'manifest.json'} when it was encoded (same size, different bytes: a bad "
+                               f"disk or copy, or an edit). Copy it again from a good copy of {path}, or delete {path} "
+                               f"and {_reencode_hint(cfg, path)}")
+    gb = sum(f["bytes"] for f in hashed) / 1e9
+    print(f"[data] {path}: sha256 of {len(hashed)} shard(s), {gb:.2f} GB, checked in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
 
 
 def epochs_per_pass(cfg: Config, rows: int) -> int:

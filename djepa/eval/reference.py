@@ -3,7 +3,8 @@
 Keys: `mu`, `sigma` for the FID Inception (exactly ADM's, so its VIRTUAL_imagenet256_labeled.npz
 works unchanged), `mu_<name>`, `sigma_<name>` for another extractor, `arr_0` uint8 reference
 images for precision/recall (ADM keeps 10k), `floor_fd_<name>` the FD of held-out real images
-against these statistics where the data has a held-out split, and `meta` (JSON).
+against these statistics where the data has a held-out split, and `meta` (JSON), which holds the sha256 of
+all the other arrays (`arrays_sha256`), checked when the file is loaded.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from djepa.digest import arrays_sha256, file_sha256
 from djepa.eval.metrics import FeatureStats, frechet_distance
 from djepa.samples import load_arrays, save_arrays
 
@@ -35,9 +37,18 @@ def load_reference(path: str | Path, names: list[str], dims: dict[str, int] | No
     if not path.is_file():
         raise ReferenceError(f"reference statistics {path} (eval.reference) not found; {make_hint()}")
     try:
-        data, meta = load_arrays(path)  # ADM's own file has no meta
+        data, meta = load_arrays(path)  # ADM's own file has no meta; every member is read, so the zip CRC is checked
     except Exception as err:
-        raise ReferenceError(f"{path} (eval.reference) is not a readable .npz ({type(err).__name__}: {err})")
+        raise ReferenceError(f"{path} (eval.reference) is damaged or not a .npz ({type(err).__name__}: {err}); copy "
+                             f"it again from its source, or delete it and {make_hint()}") from None
+    recorded = (meta or {}).get("arrays_sha256")
+    if recorded and arrays_sha256(data) != recorded:
+        raise ReferenceError(f"{path} (eval.reference) is damaged: its arrays do not match the sha256 recorded in it "
+                             f"when jobs/reference.py made it (changed since). Copy it again from its source, or "
+                             f"delete it and {make_hint()}")
+    if not recorded:
+        print(f"[eval] {path} has no recorded sha256 (not made by jobs/reference.py, e.g. ADM's): checked by keys, "
+              f"shapes and the zip CRC; its file sha256 goes into metrics.json", flush=True)
     stats = {}
     for name in names:
         mu, sigma = stat_keys(name)
@@ -59,7 +70,9 @@ def load_reference(path: str | Path, names: list[str], dims: dict[str, int] | No
         raise ReferenceError(f"{path} (eval.reference): 'arr_0' must be uint8 images N x H x W x C (C = 1 or 3), "
                              f"found {images.dtype} {images.shape}")
     floors = {k: float(v) for k, v in data.items() if k.startswith("floor_")}
-    return {"stats": stats, "images": images, "floors": floors, "meta": meta or {}, "path": str(path)}
+    # the file's own digest names exactly which reference a result used (cached: hashed once per process)
+    return {"stats": stats, "images": images, "floors": floors, "meta": meta or {}, "path": str(path),
+            "sha256": file_sha256(path)}
 
 
 def save_reference(path: str | Path, stats: dict[str, FeatureStats], images: np.ndarray | None,
@@ -72,7 +85,7 @@ def save_reference(path: str | Path, stats: dict[str, FeatureStats], images: np.
     if images is not None:
         arrays["arr_0"] = images
     arrays |= {k: np.float64(v) for k, v in floors.items()}
-    return save_arrays(path, arrays, meta)
+    return save_arrays(path, arrays, meta | {"arrays_sha256": arrays_sha256(arrays)})  # checked by load_reference
 
 
 def embedded_reference(source: str, extractors, keep: int, out: str | Path) -> dict:

@@ -97,6 +97,7 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
     result = {"metrics": metrics, "num_samples": n, "checkpoint": str(checkpoint),
               "samples": str(npz) if npz else None,
               "grid": str(grid), "sample_hash": sample_hash, "reference": reference["path"] if reference else None,
+              "reference_sha256": reference["sha256"] if reference else None,  # exactly which file, ADM's too
               "sampling": {"seed": s.seed, "ar_steps": s.ar_steps, "cfg": s.cfg, "cfg_schedule": s.cfg_schedule,
                            "temperature": s.temperature, "batch_size": s.batch_size},
               "features": list(names), **timing, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -143,7 +144,8 @@ def _track(cfg: Config, out: Path, checkpoint: Path, result: dict, grid: Path, p
     if not tracker.active:
         return None
     tracker.log_params({"eval.num_samples_run": str(result["num_samples"]), "eval.checkpoint": str(checkpoint),
-                        "eval.sample_hash": result["sample_hash"], "eval.reference_file": str(result["reference"])})
+                        "eval.sample_hash": result["sample_hash"], "eval.reference_file": str(result["reference"]),
+                        "eval.reference_sha256": str(result["reference_sha256"])})
     for k, v in ({"djepa.kind": "evaluation"} | (tags or {})).items():
         tracker.set_tag(k, v)
     spi = result.get("seconds_per_image")
