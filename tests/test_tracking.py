@@ -8,7 +8,7 @@ from PIL import Image
 
 from djepa.config import load_config
 from djepa.eval.sweep_plots import heat_map
-from djepa.platform.tracking import EXPERIMENT_KIND_TAG, config_diff, start_run, training_run_name
+from djepa.platform.tracking import EXPERIMENT_KIND_TAG, config_diff, run_url, start_run, training_run_name
 from djepa.samples import grid_scale, save_grid_png
 
 
@@ -27,6 +27,13 @@ def test_experiments_are_model_training_ones(tmp_path):
                   tmp_path / name, None)
     assert client.get_experiment_by_name("old").tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
     assert client.get_experiment_by_name("chosen").tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_printed_links_open_the_model_training_view():
+    # MLflow 3.17's UI follows its GenAI / Model-training switch (default GenAI), not the experiment tag:
+    # in headless Chromium the tagged experiment opened on GenAI's Overview, with this parameter on Runs
+    for uri in ("http://mlflow:5000/", "sqlite:////tmp/mlflow.db"):
+        assert run_url(uri, "1", "abc").endswith("#/experiments/1/runs/abc?workflowType=machine_learning")
 
 
 def test_training_run_names_say_config_what_differs_and_when():

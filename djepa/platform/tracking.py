@@ -45,11 +45,17 @@ def tracking_uri(cfg: Config) -> str:
     return uri or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
+# MLflow 3.17's UI picks its view from a global GenAI / Model-training switch (default GenAI, kept in the
+# browser) and ignores the experiment-kind tag while that switch exists; the URL parameter selects the
+# model-training view (checked in headless Chromium).
+TRAINING_VIEW = "?workflowType=machine_learning"
+
+
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}{TRAINING_VIEW}"
     return (f"`mlflow ui --backend-store-uri {uri}` then "
-            f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
+            f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}{TRAINING_VIEW}")
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
