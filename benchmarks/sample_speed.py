@@ -67,7 +67,10 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from djepa.config import load_config
+    import numpy as np
+
     from djepa.models.rng import RowGenerator
+    from djepa.samples import sample_seeds
     from djepa.models.sampler import generate
     from djepa.samples import sampling_dtype
 
@@ -128,7 +131,7 @@ def main(argv=None) -> dict:
 
     def one_batch(i: int, steps: int, bs: int = bs):
         labels = (torch.arange(bs, device=device) + i * bs) % num_classes
-        seeds = [(args.seed << 32) + i * bs + j for j in range(bs)]
+        seeds = sample_seeds(args.seed, np.arange(i * bs, (i + 1) * bs))
         gen = RowGenerator(seeds, device) if args.rng == "row" else \
             torch.Generator(device=device).manual_seed(args.seed + i)
         tokens = generate(model, labels, steps, cfg_scale, schedule, temperature, generator=gen,

@@ -102,10 +102,21 @@ def sampling_dtype(s: SampleConfig, device: torch.device | str) -> torch.dtype |
     return torch.bfloat16 if bf16 else None
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def sample_seeds(seed: int, indices: np.ndarray) -> list[int]:
     """The seed of sample `index` (EDM2): a function of (sample.seed, index) only, so any subset of a run
-    can be regenerated and no sample depends on its batch, the batch size or the number of workers."""
-    return [(seed << 32) + int(i) for i in indices]
+    can be regenerated and no sample depends on its batch, the batch size or the number of workers.
+    SplitMix64 of (seed << 32) + index, as 63 bits: torch's CPU generator keeps only the low 32 bits of a
+    seed, so the plain (seed << 32) + index gave every sample.seed the same images on a CPU."""
+    out = []
+    for i in indices:
+        z = ((seed << 32) + int(i) + 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        out.append((z ^ (z >> 31)) >> 1)
+    return out
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@
     ray job submit --working-dir . -- python jobs/sample.py --checkpoint /ckpt/run/checkpoint_0400000 \\
         --num-samples 50000 --set eval.workers=32 eval.use_gpu=true eval.pngs=true
 
-Sample i always has label i % num_classes and seed (sample.seed << 32) + i: the same images for any
+Sample i always has label i % num_classes and seed sample_seeds(sample.seed, i): the same images for any
 number of workers or batch size. Restarting with the same arguments reuses every finished shard.
 """
 import sys

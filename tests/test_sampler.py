@@ -113,3 +113,19 @@ def test_inpainting_keeps_given_tokens_bit_exactly(model):
         bad = keep.clone()
         bad[0, 10] = True
         generate(model, labels, tokens=given, keep=bad)
+
+
+def test_sample_seed_changes_the_samples_on_cpu_and_seeds_are_per_sample():
+    """torch's CPU generator keeps only the low 32 bits of a seed: (seed << 32) + i made sample.seed a no-op."""
+    import numpy as np
+
+    from djepa.models.rng import RowGenerator, randn
+    from djepa.samples import sample_seeds
+
+    a, b = sample_seeds(0, np.arange(4)), sample_seeds(1, np.arange(4))
+    assert len(set(a) | set(b)) == 8 and all(0 <= s < 2**63 for s in a + b)
+    assert sample_seeds(0, np.arange(2, 4)) == a[2:]  # a function of (seed, index) only
+    draw = [randn((4, 3), RowGenerator(s)) for s in (a, b)]
+    assert not torch.equal(draw[0], draw[1])
+    low = [{s & 0xFFFFFFFF for s in seeds} for seeds in (a, b)]
+    assert not low[0] & low[1]  # the bits a CPU generator uses differ between seeds

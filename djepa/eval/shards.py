@@ -1,7 +1,7 @@
 """Sharded sample generation without Ray: the plan, one shard's work, shard files, the final .npz.
 
 Sample i has label i % num_classes (interleaved: any prefix is class-balanced, and IS splits
-never see one class) and draws all its noise from seed (sample.seed << 32) + i, so the set
+never see one class) and draws all its noise from the seed sample_seeds(sample.seed, i), so the set
 is the same for any number of workers or batch size. A shard is the samples [start, stop)
 with their features; its file carries the hash of everything that made it (checkpoint bytes,
 model, tokenizer, sampling config) and is written atomically.
@@ -19,7 +19,7 @@ from djepa.config import Config
 from djepa.eval.metrics import FeatureStats
 from djepa.samples import atomic_write, balanced_labels, load_arrays, sampling_dtype, save_arrays
 
-FORMAT = "djepa-samples-v1"
+FORMAT = "djepa-samples-v2"  # v2: per-sample seeds mixed (v1 ignored sample.seed on CPU)
 # the only model keys an evaluation may change: how many solver steps the token sampler takes
 SAMPLING_MODEL_KEYS = ("token_loss.diffusion.sample_steps", "token_loss.flow.sample_steps", "token_loss.flow.solver")
 # where the VAE lives is not part of a model's identity: the same checkpoint is evaluated on machines with other paths
