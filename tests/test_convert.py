@@ -99,37 +99,45 @@ def test_authors_layout_converts_and_matches_their_forward(tmp_path):
     assert torch.equal(ema.token_loss.net.blocks[1].norm.weight, theirs["diffloss.net.res_blocks.1.in_ln.weight"])
 
 
-def test_refusals_name_the_file(tmp_path):
+def test_refusals_name_the_file(tmp_path, capsys):
+    """Each refusal exits 2 with the file named and writes nothing (jobs/convert.py's main, in process)."""
+    sys.path.insert(0, str(REPO / "jobs"))
+    from convert import main
+
+    def refused(kind, src, out, *extra):
+        assert main([kind, "--src", str(src), "--out", str(tmp_path / out), *extra]) == 2
+        assert not (tmp_path / out).exists()
+        return capsys.readouterr().err
+
     # a pickle that needs a class outside the allow-list
     foreign = tmp_path / "foreign.pth"
     torch.save({"model": {}, "args": Path("/x")}, foreign)
-    proc = convert("mar", "--src", foreign, "--out", tmp_path / "o1", check=False)
-    assert proc.returncode == 2 and str(foreign) in proc.stderr and "PosixPath" in proc.stderr
-    assert "Nothing was unpickled" in proc.stderr and not (tmp_path / "o1").exists()
+    err = refused("mar", foreign, "o1")
+    assert str(foreign) in err and "PosixPath" in err and "Nothing was unpickled" in err
     # a truncated file
     cut = tmp_path / "cut.pth"
     cut.write_bytes((FIX / "mar_tiny.pth").read_bytes()[:200_000])
-    proc = convert("mar", "--src", cut, "--out", tmp_path / "o2", check=False)
-    assert proc.returncode == 2 and str(cut) in proc.stderr and "truncated or corrupt" in proc.stderr
+    err = refused("mar", cut, "o2")
+    assert str(cut) in err and "truncated or corrupt" in err
     # the wrong kind of checkpoint for the subcommand, both ways
-    proc = convert("mar", "--src", FIX / "kl_vae.ckpt", "--out", tmp_path / "o3", check=False)
-    assert proc.returncode == 2 and "kl_vae.ckpt" in proc.stderr and "use `convert.py vae`" in proc.stderr
-    proc = convert("vae", "--src", FIX / "mar_tiny.pth", "--out", tmp_path / "o4", check=False)
-    assert proc.returncode == 2 and "mar_tiny.pth" in proc.stderr and "convert.py mar" in proc.stderr
+    err = refused("mar", FIX / "kl_vae.ckpt", "o3")
+    assert "kl_vae.ckpt" in err and "use `convert.py vae`" in err
+    err = refused("vae", FIX / "mar_tiny.pth", "o4")
+    assert "mar_tiny.pth" in err and "convert.py mar" in err
     # VAE keys of an unknown layout
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
+
     from djepa.convert.vae import vae_state_dict
 
     sd = vae_state_dict(FIX / "kl_vae.ckpt")
     sd["encoder.down.4.attn.0.rel_pos.weight"] = torch.zeros(3)
     odd = tmp_path / "odd_vae.safetensors"
     save_file(sd, str(odd))
-    proc = convert("vae", "--src", odd, "--out", tmp_path / "o5", check=False)
-    assert proc.returncode == 2 and str(odd) in proc.stderr and "encoder.down.4.attn.0.rel_pos.weight" in proc.stderr
+    err = refused("vae", odd, "o5")
+    assert str(odd) in err and "encoder.down.4.attn.0.rel_pos.weight" in err
     # MAR without a known factory name: the head count is asked for, not guessed
-    proc = convert("mar", "--src", FIX / "mar_tiny.pth", "--out", tmp_path / "o6", check=False)
-    assert proc.returncode == 2 and "model.num_heads" in proc.stderr
-    assert load_file  # the .safetensors reader is the one the converter uses
+    err = refused("mar", FIX / "mar_tiny.pth", "o6")
+    assert "model.num_heads" in err
 
 
 def test_reproduction_recipe_runs_end_to_end_on_the_tiny_fixtures(tmp_path):
