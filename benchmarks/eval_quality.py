@@ -20,7 +20,7 @@ from djepa.eval.features import DomainExtractor  # noqa: E402
 from djepa.eval.metrics import FeatureStats, frechet_distance, precision_recall  # noqa: E402
 from djepa.models.djepa import build_model  # noqa: E402
 from djepa.models.ema import make_ema  # noqa: E402
-from djepa.platform.evaluator import eval_config, generate  # noqa: E402
+from djepa.platform.evaluator import eval_config, evaluate  # noqa: E402
 
 
 def main():
@@ -32,14 +32,14 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="djepa-quality-"))
     sets = ["eval.features=[domain]", f"eval.workers={args.workers}", "eval.cpus_per_worker=0.5",
             f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db"]
-    trained = generate(eval_config(args.checkpoint, sets + [f"eval.out_dir={tmp}/trained"]), args.checkpoint,
+    trained = evaluate(eval_config(args.checkpoint, sets + [f"eval.out_dir={tmp}/trained"]), args.checkpoint,
                        args.num_samples)["metrics"]
     cfg, _, _ = load_weights(args.checkpoint)
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.tokenizer)
     untrained_ckpt = tmp / "untrained"
     save_checkpoint(untrained_ckpt, cfg, model.state_dict(), make_ema(model).state_dict(), {"step": 0})
-    untrained = generate(eval_config(untrained_ckpt, sets + [f"eval.out_dir={tmp}/untrained"]), untrained_ckpt,
+    untrained = evaluate(eval_config(untrained_ckpt, sets + [f"eval.out_dir={tmp}/untrained"]), untrained_ckpt,
                          args.num_samples)["metrics"]
     ex, split = DomainExtractor(cfg.data.source), real_split(cfg.data.source)
     ref_feats = ex(split["train_x"])[0]

@@ -20,7 +20,7 @@ from djepa.checkpoint import load_tensors  # noqa: E402
 from djepa.eval.features import build_extractors  # noqa: E402
 from djepa.local import resolve_device  # noqa: E402
 from djepa.models.djepa import build_model  # noqa: E402
-from djepa.platform.evaluator import eval_config, generate  # noqa: E402
+from djepa.platform.evaluator import eval_config, evaluate  # noqa: E402
 from djepa.samples import balanced_labels, sample_images, sampling_dtype  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,7 +51,7 @@ def main():
     result = {"env": env_info(device), "dtype": str(dtype or torch.float32).replace("torch.", ""),
               "num_samples": args.num_samples, "in_process_samples_per_s": round(plain, 2)}
     for w in args.workers:
-        out = generate(eval_config(args.checkpoint, base + [f"eval.workers={w}", f"eval.out_dir={tmp}/w{w}"]),
+        out = evaluate(eval_config(args.checkpoint, base + [f"eval.workers={w}", f"eval.out_dir={tmp}/w{w}"]),
                        args.checkpoint, args.num_samples, with_metrics=False)
         rate = out["images_per_second"]
         result[f"workers_{w}"] = {"samples_per_s": rate, "per_worker_vs_in_process": round(rate / w / plain, 3),

@@ -28,6 +28,6 @@ def _flags(ap):
 
 if __name__ == "__main__":
     cfg, args = parse(__doc__, add_args=_flags, from_checkpoint=True)
-    from djepa.platform.evaluator import generate  # noqa: E402  (imports Ray: only after the config is valid)
+    from djepa.platform.evaluator import evaluate  # noqa: E402  (imports Ray: only after the config is valid)
 
-    run(generate, cfg, args.checkpoint, num_samples=args.num_samples, parent_run_id=args.parent_run)
+    run(evaluate, cfg, args.checkpoint, num_samples=args.num_samples, parent_run_id=args.parent_run)

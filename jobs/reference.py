@@ -27,6 +27,7 @@ def _flags(ap):
 def main(cfg, out: str, source: str) -> dict:
     import json
 
+    from djepa.console import say
     from djepa.eval.features import build_extractors
     from djepa.eval.reference import dataset_reference, embedded_reference
     from djepa.local import resolve_device
@@ -35,14 +36,13 @@ def main(cfg, out: str, source: str) -> dict:
     if out_path.exists():
         raise FileExistsError(f"{out_path} exists; delete it or choose another --out")
     extractors = build_extractors(cfg, resolve_device("auto"))
-    print(f"[reference] {cfg.data.source} ({source}) with {[ex.identity for ex in extractors]} -> {out_path}",
-          flush=True)
+    say("reference", f"{cfg.data.source} ({source}) with {[ex.identity for ex in extractors]} -> {out_path}")
     if cfg.data.source in ("digits", "mnist5k") and source == "raw":
         info = embedded_reference(cfg.data.source, extractors, cfg.eval.reference_images, out_path)
     else:
         info = dataset_reference(cfg, extractors, out_path, source)
-    print(f"[reference] wrote {out_path}: {json.dumps(info)}\n[reference] use it with --set eval.reference={out_path}",
-          flush=True)
+    say("reference", f"wrote {out_path}: {json.dumps(info)}")
+    say("reference", f"use it with --set eval.reference={out_path}")
     return info
 
 

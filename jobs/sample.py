@@ -22,6 +22,6 @@ def _flags(ap):
 
 if __name__ == "__main__":
     cfg, args = parse(__doc__, add_args=_flags, from_checkpoint=True)
-    from djepa.platform.evaluator import generate  # noqa: E402
+    from djepa.platform.evaluator import evaluate  # noqa: E402
 
-    run(generate, cfg, args.checkpoint, num_samples=args.num_samples, with_metrics=False)
+    run(evaluate, cfg, args.checkpoint, num_samples=args.num_samples, with_metrics=False)

@@ -19,7 +19,7 @@ from ray.util.state import list_actors  # noqa: E402
 
 from conftest import tiny_config  # noqa: E402
 from djepa.platform import evaluator  # noqa: E402
-from djepa.platform.evaluator import eval_config, generate  # noqa: E402
+from djepa.platform.evaluator import eval_config, evaluate  # noqa: E402
 from djepa.platform.trainer import train  # noqa: E402
 
 # a worker / actor takes 2 CPUs: one per node, and the third CPU of each node stays free for Ray Data's
@@ -116,8 +116,8 @@ def main(out: Path) -> dict:
     hold = out / "hold"
     hold.touch()
     HeldShardWorker.hold = str(hold)
-    evaluator.ShardWorker = HeldShardWorker  # generate() builds its actors from this module attribute
-    th, box = in_background(generate, eval_config(ckpt, [*common, f"eval.out_dir={ev}", "eval.workers=2",
+    evaluator.ShardWorker = HeldShardWorker  # evaluate() builds its actors from this module attribute
+    th, box = in_background(evaluate, eval_config(ckpt, [*common, f"eval.out_dir={ev}", "eval.workers=2",
                                                          "eval.cpus_per_worker=2"]), ckpt, 40)
     if wait_for(lambda: len(nodes_of("HeldShardWorker")) == 2, th):
         swap_worker_node(cluster, state, "HeldShardWorker", seen, "eval")
@@ -125,7 +125,7 @@ def main(out: Path) -> dict:
     finish(th, box)
     evaluator.ShardWorker = HeldShardWorker.__base__
     one = out / "eval-one-worker"
-    generate(eval_config(ckpt, [*common, f"eval.out_dir={one}", "eval.workers=1", "eval.cpus_per_worker=2"]), ckpt, 40)
+    evaluate(eval_config(ckpt, [*common, f"eval.out_dir={one}", "eval.workers=1", "eval.cpus_per_worker=2"]), ckpt, 40)
     seen["eval_identical"] = (ev / "samples.npz").read_bytes() == (one / "samples.npz").read_bytes()
     seen["eval_shards"] = len(list((ev / "shards").glob("*.npz")))
     ray.shutdown()

@@ -51,7 +51,7 @@ def test_checkpoint_saved_before_hashes_is_checked_by_size(tiny, tmp_path):
 
 
 def test_non_finite_weights_are_refused_for_evaluation(tiny, tmp_path):
-    from djepa.platform.evaluator import eval_config, generate
+    from djepa.platform.evaluator import eval_config, evaluate
 
     ckpt = _save(tiny, tmp_path / "checkpoint_0000003", nan=True)
     verify_checkpoint(ckpt)  # the file is intact: it was saved with NaN
@@ -62,7 +62,7 @@ def test_non_finite_weights_are_refused_for_evaluation(tiny, tmp_path):
     out = tmp_path / "eval"
     cfg = eval_config(ckpt, ["eval.features=[]", f"eval.out_dir={out}"])
     with pytest.raises(CheckpointError, match="NaN or infinite"):
-        generate(cfg, ckpt, 10, with_metrics=False)
+        evaluate(cfg, ckpt, 10, with_metrics=False)
     assert not out.exists()
 
 

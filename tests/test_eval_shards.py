@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from djepa.eval.shards import ShardError, labels_of, plan, read_shard, write_adm_npz, write_shard
+from djepa.eval.shards import ShardError, labels_of, load_shard, plan, write_adm_npz, write_shard
 from djepa.models.djepa import build_model
 from djepa.samples import sample_images
 
@@ -41,7 +41,7 @@ def test_shard_round_trip_and_adm_npz(tmp_path):
     for a, b in plan(10, 4):
         paths.append(tmp_path / f"{a}.npz")
         write_shard(paths[-1], _arrays(a, b), {"sample_hash": "h", "start": a, "stop": b})
-    arrays, meta = read_shard(paths[1], "h", 4, 8, (8, 8, 1))
+    arrays, meta = load_shard(paths[1], "h", 4, 8, (8, 8, 1))
     assert meta["start"] == 4 and np.array_equal(arrays["images"], _arrays(4, 8)["images"])
     out = write_adm_npz(tmp_path / "samples.npz", paths, 10, (8, 8, 1))
     with np.load(out) as z:
@@ -54,17 +54,17 @@ def test_a_corrupt_or_foreign_shard_is_named(tmp_path):
     p = tmp_path / "00000000-00000004.npz"
     write_shard(p, _arrays(0, 4), {"sample_hash": "h", "start": 0, "stop": 4})
     with pytest.raises(ShardError, match="another checkpoint or sampling config") as err:
-        read_shard(p, "other", 0, 4, (8, 8, 1))
+        load_shard(p, "other", 0, 4, (8, 8, 1))
     assert err.value.kind == "foreign" and err.value.path == p
     data = bytearray(p.read_bytes())
     data[200:260] = bytes(60)  # flip bytes inside the image array: the zip CRC catches it
     p.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=p.name) as err:
-        read_shard(p, "h", 0, 4, (8, 8, 1))
+        load_shard(p, "h", 0, 4, (8, 8, 1))
     assert err.value.kind == "corrupt"
     p.write_bytes(p.read_bytes()[:100])  # truncated
     with pytest.raises(ShardError, match="unreadable"):
-        read_shard(p, "h", 0, 4, (8, 8, 1))
+        load_shard(p, "h", 0, 4, (8, 8, 1))
 
 
 def test_domain_features_are_deterministic_and_separate_real_from_noise(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from djepa.digest import file_sha256
-from djepa.platform.evaluator import eval_config, generate
+from djepa.platform.evaluator import eval_config, evaluate
 
 N = 23  # 5 shards of 5, the last one partial
 
@@ -26,8 +26,8 @@ def _npz(out):
 
 
 def test_one_and_two_workers_give_byte_identical_samples_and_metrics(ray_session, checkpoint, tmp_path, capsys):
-    one = generate(_cfg(checkpoint, tmp_path / "w1", "eval.workers=1"), checkpoint, N)
-    two = generate(_cfg(checkpoint, tmp_path / "w2", "eval.workers=2", "sample.batch_size=3"), checkpoint, N)
+    one = evaluate(_cfg(checkpoint, tmp_path / "w1", "eval.workers=1"), checkpoint, N)
+    two = evaluate(_cfg(checkpoint, tmp_path / "w2", "eval.workers=2", "sample.batch_size=3"), checkpoint, N)
     assert _npz(tmp_path / "w1") == _npz(tmp_path / "w2")
     assert one["metrics"] == two["metrics"]
     with np.load(tmp_path / "w1" / "samples.npz") as z:
@@ -44,16 +44,16 @@ def test_one_and_two_workers_give_byte_identical_samples_and_metrics(ray_session
     assert "shard 5/5" in log and "img/s" in log and "ETA" in log and "metrics.json" in log
 
 
-def test_interrupted_then_restarted_equals_uninterrupted(ray_session, checkpoint, tmp_path, monkeypatch, capsys):
-    full = generate(_cfg(checkpoint, tmp_path / "full", "eval.workers=1"), checkpoint, N)
+def test_interrupted_then_restarted_equals_uninterrupted(ray_session, checkpoint, tmp_path, capsys):
+    from eval_faults import stop_after_shards
+
+    full = evaluate(_cfg(checkpoint, tmp_path / "full", "eval.workers=1"), checkpoint, N)
     out = tmp_path / "cut"
-    monkeypatch.setenv("DJEPA_FAULT", "eval_stop@2")
     with pytest.raises(RuntimeError, match="stopped after 2"):
-        generate(_cfg(checkpoint, out, "eval.workers=1"), checkpoint, N)
+        evaluate(_cfg(checkpoint, out, "eval.workers=1"), checkpoint, N, on_shard=stop_after_shards(2))
     assert len(list((out / "shards").glob("*.npz"))) == 2 and not (out / "samples.npz").exists()
-    monkeypatch.delenv("DJEPA_FAULT")
     capsys.readouterr()
-    again = generate(_cfg(checkpoint, out, "eval.workers=2"), checkpoint, N)
+    again = evaluate(_cfg(checkpoint, out, "eval.workers=2"), checkpoint, N)
     assert "2 already done, 3 to do" in capsys.readouterr().out
     assert _npz(out) == _npz(tmp_path / "full") and again["metrics"] == full["metrics"]
 
@@ -61,14 +61,14 @@ def test_interrupted_then_restarted_equals_uninterrupted(ray_session, checkpoint
     shard = sorted((out / "shards").glob("*.npz"))[1]
     shard.write_bytes(shard.read_bytes()[:-50])
     (out / "samples.npz").unlink()
-    generate(_cfg(checkpoint, out, "eval.workers=1"), checkpoint, N)
+    evaluate(_cfg(checkpoint, out, "eval.workers=1"), checkpoint, N)
     log = capsys.readouterr().out
     assert f"corrupt shard {shard.name}" in log and "1 to do" in log
     assert _npz(out) == _npz(tmp_path / "full") and shard.with_name(shard.name + ".corrupt").exists()
 
     # another sampling config never mixes with these shards
     with pytest.raises(FileExistsError, match="another checkpoint or sampling config"):
-        generate(_cfg(checkpoint, out, "sample.cfg=2.0"), checkpoint, N)
+        evaluate(_cfg(checkpoint, out, "sample.cfg=2.0"), checkpoint, N)
 
 
 def test_evaluation_is_a_child_run_of_the_training_run(ray_session, checkpoint, tmp_path):
@@ -80,7 +80,7 @@ def test_evaluation_is_a_child_run_of_the_training_run(ray_session, checkpoint, 
     parent = client.create_run(exp, run_name="train").info.run_id
     (checkpoint.parent / "run.json").write_text(json.dumps({"mlflow_run_id": parent}))
     try:
-        res = generate(_cfg(checkpoint, tmp_path / "ev", "eval.workers=1"), checkpoint, 12)
+        res = evaluate(_cfg(checkpoint, tmp_path / "ev", "eval.workers=1"), checkpoint, 12)
     finally:
         (checkpoint.parent / "run.json").unlink()
     run = client.get_run(res["mlflow"]["run_id"])

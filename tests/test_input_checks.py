@@ -78,7 +78,7 @@ def test_failure_report_of_a_bad_point_never_raises(untrained_checkpoint, tmp_pa
 
 
 def test_reference_with_another_feature_dimension_is_refused_before_sampling(untrained_checkpoint, tmp_path):
-    from djepa.platform.evaluator import eval_config, generate
+    from djepa.platform.evaluator import eval_config, evaluate
 
     ref = tmp_path / "ref.npz"
     np.savez(ref, mu_domain=np.zeros(64), sigma_domain=np.eye(64))
@@ -87,5 +87,5 @@ def test_reference_with_another_feature_dimension_is_refused_before_sampling(unt
                                              f"eval.out_dir={out}", f"tracking.tracking_uri=sqlite:///{tmp_path}/m.db"])
     with pytest.raises(ReferenceError, match=rf"{ref} \(eval.reference\) has 'mu_domain' of shape \(64,\) .* the "
                                              r"domain features have dimension 128"):
-        generate(cfg, untrained_checkpoint, 20)
+        evaluate(cfg, untrained_checkpoint, 20)
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no plan.json, no shard: nothing was sampled

@@ -83,18 +83,21 @@ eval: {workers: 1, cpus_per_worker: 0.5, shard_size: 20, features: [domain], ref
 """
 
 
-def test_coarse_to_fine_sweep_resumes_and_reports(ray_session, trained, tmp_path, monkeypatch, capsys):
+def test_coarse_to_fine_sweep_resumes_and_reports(ray_session, trained, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     from djepa.platform.sweep import run_sweep
+    from eval_faults import FailTrials, register_by_value, stop_after_stage
+
+    register_by_value()  # the on_trial hooks run in Tune's trial processes
 
     out, db = tmp_path / "sweep", f"sqlite:///{tmp_path}/mlflow.db"
     args = (trained, _write(tmp_path, SWEEP), [f"sweep.out_dir={out}", f"tracking.tracking_uri={db}"])
 
     # 1. killed after the coarse stage; one coarse trial fails once and is retried
-    monkeypatch.setenv("DJEPA_FAULT", "sweep_stop@coarse,trial_flaky@cfg3_t1_ar4")
     with pytest.raises(RuntimeError, match="stopped after stage coarse"):
-        run_sweep(*load_sweep(*args), trained)
+        run_sweep(*load_sweep(*args), trained, on_trial=FailTrials(once=["cfg3_t1_ar4"]),
+                  on_stage=stop_after_stage("coarse"))
     state = json.loads((out / "sweep.json").read_text())
     coarse = state["stages"]["coarse"]["trials"]
     assert [t["status"] for t in coarse] == ["ok"] * 4 and (out / "coarse" / "cfg3_t1_ar4" / "flaky").exists()
@@ -106,8 +109,7 @@ def test_coarse_to_fine_sweep_resumes_and_reports(ray_session, trained, tmp_path
     best = state["stages"]["coarse"]["best"]["point"]
     fine_points = stage_points(spec, "fine", cfg, best)
     doomed = next(f"cfg{p['cfg']:g}_t{p['temperature']:g}_ar4" for p in fine_points if p != best)
-    monkeypatch.setenv("DJEPA_FAULT", f"trial_fail@{doomed}")
-    summary = run_sweep(cfg, spec, trained)
+    summary = run_sweep(cfg, spec, trained, on_trial=FailTrials(always=[doomed]))
     log = capsys.readouterr().out
     assert "coarse: finished earlier (4 trials); not run again" in log and f"{doomed} FAILED" in log
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # coarse's Tune state and trials untouched
@@ -126,7 +128,7 @@ def test_coarse_to_fine_sweep_resumes_and_reports(ray_session, trained, tmp_path
     centre = next(t for t in fine if t["point"] == best)
     assert centre["reused_from"] == "coarse" and not (out / "fine" / centre["name"]).exists()
     failed = next(t for t in fine if t["name"] == doomed)
-    assert failed["status"] == "failed" and "DJEPA_FAULT" in failed["error"] and failed["score"] is None
+    assert failed["status"] == "failed" and "injected fault" in failed["error"] and failed["score"] is None
     assert [p["ar_steps"] for p in stages["ar_steps"]["points"]] == [2, 4]
     assert summary["best"] == stages["final"]["best"]["point"] == stages["ar_steps"]["best"]["point"]
     assert summary["failed"] == [doomed] and stages["final"]["trials"][0]["num_samples"] == 60

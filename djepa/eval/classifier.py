@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from djepa.console import say
 from djepa.data.sources import SOURCES, load_arrays
 
 VERSION = "mlp-256-128-v1"  # change it when the recipe below changes: old caches are then ignored
@@ -87,14 +88,24 @@ def _train(split: dict, classes: int) -> DomainClassifier:
     return net.eval().requires_grad_(False)
 
 
+def _check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"the domain classifier exists for the embedded sources {sorted(SOURCES)}, not "
+                         f"data.source={source!r}; use eval.features=[inception] for other data")
+
+
+def classifier_hash(source: str) -> str:
+    """The classifier's identity (its recipe and training images) without training or loading it."""
+    _check_source(source)
+    return _recipe_hash(source, real_split(source))
+
+
 def domain_classifier(source: str, cache: str | Path | None = None, verbose: bool = True
                       ) -> tuple[DomainClassifier, dict]:
     """-> (classifier, info: hash, held-out accuracy, cache file). Trained once, then read from the cache."""
     from safetensors.torch import load_file, save_file
 
-    if source not in SOURCES:
-        raise ValueError(f"the domain classifier exists for the embedded sources {sorted(SOURCES)}, not "
-                         f"data.source={source!r}; use eval.features=[inception] for other data")
+    _check_source(source)
     split = real_split(source)
     classes = int(split["train_y"].max()) + 1
     digest = _recipe_hash(source, split)
@@ -105,8 +116,8 @@ def domain_classifier(source: str, cache: str | Path | None = None, verbose: boo
         net.eval().requires_grad_(False)
     else:
         if verbose:
-            print(f"[eval] training the {source} domain classifier once ({len(split['train_x'])} real images); "
-                  f"cached at {path}", flush=True)
+            say("eval", f"training the {source} domain classifier once ({len(split['train_x'])} real images); "
+                        f"cached at {path}")
         net = _train(split, classes)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

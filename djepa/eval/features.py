@@ -76,29 +76,16 @@ class InceptionExtractor(Extractor):
     name, dims = "inception", 2048
 
     def __init__(self, weights: str | None = None, device="cpu", batch_size: int = 200):
-        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         super().__init__(device, batch_size)
-        weights = weights or os.environ.get(INCEPTION_ENV)
-        fix = (f"download {URL_INCEPTION_V3} and set eval.inception_weights=PATH (or the environment variable "
-               f"{INCEPTION_ENV})")
-        if weights:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise FeatureError(f"FID Inception weights not found at {path} (from eval.inception_weights or "
-                                   f"{INCEPTION_ENV}); {fix}")
-            try:  # refuse a pickle that holds more than tensors before torch-fidelity unpickles it
-                torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:
-                raise FeatureError(f"{path} is not a plain state dict of tensors ({type(err).__name__}); {fix}")
-            self.identity = f"inception-{file_digest(path)[:16]}"
-        else:
-            self.identity = "inception-" + Path(URL_INCEPTION_V3).name
+        path, self.identity = inception_identity(weights)
         try:
             net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                              feature_extractor_weights_path=str(path) if weights else None)
+                                              feature_extractor_weights_path=str(path) if path else None)
         except (OSError, RuntimeError) as err:  # no internet (URLError is an OSError) or a wrong state dict
-            raise FeatureError(f"cannot load the FID Inception weights ({type(err).__name__}: {err}); {fix}")
+            raise FeatureError(f"cannot load the FID Inception weights ({type(err).__name__}: {err}); "
+                               f"{_inception_fix()}")
         self.net = net.to(self.device)
 
     def forward(self, x):
@@ -106,6 +93,55 @@ class InceptionExtractor(Extractor):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.net(x)
+
+
+def _inception_fix() -> str:
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return (f"download {URL_INCEPTION_V3} and set eval.inception_weights=PATH (or the environment variable "
+            f"{INCEPTION_ENV})")
+
+
+def inception_identity(weights: str | None) -> tuple[Path | None, str]:
+    """-> (weights file or None for torch-fidelity's download, identity), without building the network: a missing
+    file or a pickle that holds more than tensors is refused here, before torch-fidelity unpickles it."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    weights = weights or os.environ.get(INCEPTION_ENV)
+    if not weights:
+        return None, "inception-" + Path(URL_INCEPTION_V3).name
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FeatureError(f"FID Inception weights not found at {path} (from eval.inception_weights or "
+                           f"{INCEPTION_ENV}); {_inception_fix()}")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise FeatureError(f"{path} is not a plain state dict of tensors ({type(err).__name__}); {_inception_fix()}")
+    return path, f"inception-{file_digest(path)[:16]}"
+
+
+def extractor_identities(cfg: Config) -> dict[str, str]:
+    """eval.features -> {name: identity} (what their features depend on), checked but not built: the driver
+    of an evaluation needs only these. Only torch-fidelity's own download, when not cached yet, is fetched here
+    (by building the network once), so that no internet stops the evaluation before any actor starts."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    from djepa.eval.classifier import classifier_hash
+
+    e, out = cfg.eval, {}
+    for name in e.features:
+        if name == "inception":
+            path, out[name] = inception_identity(e.inception_weights)
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(URL_INCEPTION_V3).name
+            if path is None and not cached.is_file():
+                InceptionExtractor(None)
+        else:
+            out[name] = f"domain-{cfg.data.source}-{classifier_hash(cfg.data.source)}"
+    return out
+
+
+DIMS = {"inception": InceptionExtractor.dims, "domain": DomainExtractor.dims}
 
 
 def random_inception_weights(path: str | Path, seed: int = 0) -> Path:

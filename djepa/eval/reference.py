@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from djepa.console import say
 from djepa.digest import arrays_sha256, file_sha256
 from djepa.eval.metrics import FeatureStats, frechet_distance
 from djepa.samples import load_arrays, save_arrays
@@ -47,8 +48,8 @@ def load_reference(path: str | Path, names: list[str], dims: dict[str, int] | No
                              f"when jobs/reference.py made it (changed since). Copy it again from its source, or "
                              f"delete it and {make_hint()}")
     if not recorded:
-        print(f"[eval] {path} has no recorded sha256 (not made by jobs/reference.py, e.g. ADM's): checked by keys, "
-              f"shapes and the zip CRC; its file sha256 goes into metrics.json", flush=True)
+        say("eval", f"{path} has no recorded sha256 (not made by jobs/reference.py, e.g. ADM's): checked by keys, "
+                    f"shapes and the zip CRC; its file sha256 goes into metrics.json")
     stats = {}
     for name in names:
         mu, sigma = stat_keys(name)
@@ -164,7 +165,7 @@ def dataset_reference(cfg, extractors, out: str | Path, source: str = "raw") -> 
                 heapq.heapreplace(keep, (h, str(k), img))
         rows += len(keys)
         if rows // cfg.eval.feature_batch_size % 50 == 0:
-            print(f"[reference] {rows:,} images, {rows / (time.perf_counter() - t0):.1f} img/s", flush=True)
+            say("reference", f"{rows:,} images, {rows / (time.perf_counter() - t0):.1f} img/s")
     if rows < 2:
         raise ReferenceError(f"data.source={cfg.data.source} gave {rows} images: nothing to compute statistics on")
     images = np.stack([img for _, _, img in sorted(keep, key=lambda x: x[1])])

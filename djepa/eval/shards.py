@@ -17,7 +17,7 @@ import numpy as np
 
 from djepa.config import Config
 from djepa.eval.metrics import FeatureStats
-from djepa.samples import atomic_write, balanced_labels, load_arrays, sampling_dtype, save_arrays
+from djepa.samples import atomic_write, balanced_labels, load_arrays, sample_images, sampling_dtype, save_arrays
 
 FORMAT = "djepa-samples-v2"  # v2: per-sample seeds mixed (v1 ignored sample.seed on CPU)
 # the only model keys an evaluation may change: how many solver steps the token sampler takes
@@ -73,7 +73,7 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     save_arrays(path, arrays, meta)
 
 
-def read_shard(path: Path, sample_hash: str, start: int, stop: int, image_shape: tuple) -> tuple[dict, dict]:
+def load_shard(path: Path, sample_hash: str, start: int, stop: int, image_shape: tuple) -> tuple[dict, dict]:
     """-> (arrays, meta) after checking every byte (zip CRC) and shape; ShardError names what is wrong."""
     try:
         arrays, meta = load_arrays(path)
@@ -90,6 +90,15 @@ def read_shard(path: Path, sample_hash: str, start: int, stop: int, image_shape:
             or not np.array_equal(arrays.get("indices"), np.arange(start, stop)):
         raise ShardError(path, "corrupt", f"does not hold samples [{start}, {stop}) of shape {image_shape}")
     return arrays, meta
+
+
+def sample_shard(model, tokenizer, cfg: Config, start: int, stop: int, device) -> dict[str, np.ndarray]:
+    """Samples [start, stop): labels i % num_classes, each sample's noise from its own seed (sample_seeds of
+    sample.seed and i, handed to the sampler as a per-row generator) -> images (host uint8), labels, indices."""
+    indices = np.arange(start, stop)
+    labels = labels_of(start, stop, cfg.model.num_classes)
+    images = sample_images(model, cfg, labels, device=device, tokenizer=tokenizer, indices=indices)
+    return {"images": images, "labels": labels, "indices": indices}
 
 
 def shard_features(extractors, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -11,10 +11,7 @@ import time
 from pathlib import Path
 
 from djepa.config import Config
-
-
-def say(msg: str) -> None:
-    print(f"[demo] {msg}", flush=True)
+from djepa.console import say
 
 
 def _trained(cfg: Config) -> dict:
@@ -28,14 +25,14 @@ def _trained(cfg: Config) -> dict:
         # "time": the demo's train.max_minutes budget ran out, which is how the demo means to end
         if summary.get("status") in ("finished", "time") and summary.get("checkpoint") and \
                 Path(summary["checkpoint"]).is_dir():
-            say(f"reusing the finished training run in {run_dir} ({summary['step']} steps); "
+            say("demo", f"reusing the finished training run in {run_dir} ({summary['step']} steps); "
                 f"--set train.out_dir=<new dir> trains a new one")
             return summary
     return train(cfg, resume=(run_dir / "run.json").is_file())
 
 
 def run_demo(cfg: Config, sweep_file: str | None, sweep_overrides: list[str] = ()) -> dict:
-    from djepa.platform.evaluator import eval_config, generate
+    from djepa.platform.evaluator import eval_config, evaluate
     from djepa.platform.sweep import run_sweep
     from djepa.platform.sweep_config import load_sweep
     from djepa.platform.tracking import tracking_uri
@@ -44,17 +41,17 @@ def run_demo(cfg: Config, sweep_file: str | None, sweep_overrides: list[str] = (
     uri = tracking_uri(cfg)
     cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"tracking_uri": uri})})
     ceiling = f", stopping early only at the {cfg.train.max_minutes:g} min ceiling" if cfg.train.max_minutes else ""
-    say(f"1/3 training {cfg.name} on {cfg.data.source} with Ray Train for {cfg.train.steps} steps{ceiling}")
+    say("demo", f"1/3 training {cfg.name} on {cfg.data.source} with Ray Train for {cfg.train.steps} steps{ceiling}")
     trained = _trained(cfg)
     ckpt = Path(trained["checkpoint"])
 
-    say(f"2/3 evaluating {ckpt.name}: {cfg.eval.num_samples:,} samples at cfg {cfg.sample.cfg:g}")
+    say("demo", f"2/3 evaluating {ckpt.name}: {cfg.eval.num_samples:,} samples at cfg {cfg.sample.cfg:g}")
     ecfg = eval_config(ckpt, [f"tracking.tracking_uri={uri}"])
-    ev = generate(ecfg, ckpt)
+    ev = evaluate(ecfg, ckpt)
 
     sweep = None
     if sweep_file:
-        say(f"3/3 sweeping cfg x temperature, then AR steps ({sweep_file})")
+        say("demo", f"3/3 sweeping cfg x temperature, then AR steps ({sweep_file})")
         scfg, spec = load_sweep(ckpt, sweep_file, [f"tracking.tracking_uri={uri}", *sweep_overrides])
         sweep = run_sweep(scfg, spec, ckpt)
 

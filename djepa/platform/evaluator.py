@@ -1,10 +1,11 @@
 """FID-50K on a Ray cluster: a pool of generation actors (one GPU each, or fractional CPUs locally).
 
 The driver plans shards of eval.shard_size samples, keeps the finished ones (checked byte
-for byte and against the evaluation's hash), and hands the rest to the actors, which
-generate, extract features and return arrays; the driver writes each shard atomically the
-moment it arrives, so a killed evaluation restarted with the same arguments redoes only the
-missing shards. At the end it streams the shards into ADM's .npz and computes the metrics.
+for byte and against the evaluation's hash), and hands the rest to the actors, which run
+djepa.eval's pure pieces (sample_shard, shard_features) and return arrays; the driver writes
+each shard atomically the moment it arrives, so a killed evaluation restarted with the same
+arguments redoes only the missing shards. At the end djepa/platform/eval_report.py streams the
+shards into ADM's .npz, the float64 sums and the metrics, and logs them to MLflow.
 """
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ import numpy as np
 
 from djepa.checkpoint import check_finite, verify_checkpoint
 from djepa.config import Config, ConfigError, apply_overrides, deep_merge, read_yaml, validate
-from djepa.eval.report import finish, resolve_reference, say
-from djepa.eval.shards import (SAMPLING_MODEL_KEYS, VAE_LOCATION_KEYS, ShardError, file_digest, identity_hash, plan,
-                               read_shard, sampling_identity, shard_features, shard_path, write_shard)
-from djepa.local import fmt_eta
+from djepa.console import fmt_eta, say
+from djepa.eval.features import extractor_identities
+from djepa.eval.report import resolve_reference
+from djepa.eval.shards import (SAMPLING_MODEL_KEYS, VAE_LOCATION_KEYS, ShardError, file_digest, identity_hash,
+                               labels_of, load_shard, plan, sample_shard, sampling_identity, shard_features,
+                               shard_path, write_shard)
 from djepa.lock import acquire, release
+from djepa.platform.eval_report import finish
 from djepa.platform.tracking import flatten
 
 
@@ -67,18 +71,15 @@ class ShardWorker:
 
     def run(self, start: int, stop: int, images: np.ndarray | None = None) -> dict:
         """Samples [start, stop) (or the given images, when only features are missing) -> shard arrays."""
-        from djepa.eval.shards import labels_of
-        from djepa.samples import sample_images
-
         t = time.perf_counter()
-        labels = labels_of(start, stop, self.cfg.model.num_classes)
         sample_seconds = None
-        if images is None:
-            images = sample_images(self.ema, self.cfg, labels, device=self.device, tokenizer=self.tokenizer,
-                                   indices=np.arange(start, stop))  # -> host uint8: the device work is done
+        if images is None:  # -> host uint8: the device work is done
+            arrays = sample_shard(self.ema, self.tokenizer, self.cfg, start, stop, self.device)
             sample_seconds = time.perf_counter() - t
-        arrays = {"images": images, "labels": labels, "indices": np.arange(start, stop)}
-        arrays |= shard_features(self.extractors, images)
+        else:
+            arrays = {"images": images, "labels": labels_of(start, stop, self.cfg.model.num_classes),
+                      "indices": np.arange(start, stop)}
+        arrays |= shard_features(self.extractors, arrays["images"])
         return {"start": start, "stop": stop, "arrays": arrays, "seconds": time.perf_counter() - t,
                 "sample_seconds": sample_seconds}
 
@@ -93,12 +94,6 @@ def default_out_dir(checkpoint: Path, sample_hash: str) -> Path:
     return checkpoint.resolve().parent / "eval" / f"{checkpoint.name}-{sample_hash[:8]}"
 
 
-def _fault_after() -> int | None:
-    """DJEPA_FAULT=eval_stop@K: the driver stops after writing K shards (tests of the restart)."""
-    spec = os.environ.get("DJEPA_FAULT", "")
-    return int(spec.split("@")[1]) if spec.startswith("eval_stop@") else None
-
-
 def _scan(out: Path, shards: list, sample_hash: str, image_shape: tuple, features: dict) -> list[tuple]:
     """-> the shards still to do, as (start, stop, images or None). Foreign shards stop the evaluation; corrupt
     ones are named, kept aside as *.corrupt and regenerated."""
@@ -109,12 +104,12 @@ def _scan(out: Path, shards: list, sample_hash: str, image_shape: tuple, feature
             todo.append((start, stop, None))
             continue
         try:
-            arrays, meta = read_shard(p, sample_hash, start, stop, image_shape)
+            arrays, meta = load_shard(p, sample_hash, start, stop, image_shape)
         except ShardError as err:
             if err.kind == "foreign":
                 foreign.append(str(err))
                 continue
-            say(f"corrupt shard {p.name}: {err}; moved to {p.name}.corrupt and regenerating it")
+            say("eval", f"corrupt shard {p.name}: {err}; moved to {p.name}.corrupt and regenerating it")
             os.replace(p, p.with_name(p.name + ".corrupt"))
             todo.append((start, stop, None))
             continue
@@ -124,14 +119,6 @@ def _scan(out: Path, shards: list, sample_hash: str, image_shape: tuple, feature
         raise FileExistsError("shards from another evaluation are in this output directory and will not be mixed "
                               "in:\n  " + "\n  ".join(foreign) + "\nremove them or choose another eval.out_dir")
     return todo
-
-
-def _remote_pr(workers: list, k: int):
-    import ray
-
-    def pr_fn(name, features, images):  # on whichever worker is alive now (a lost one is replaced)
-        return ray.get(workers[0].precision_recall.remote(name, features, images, k))
-    return pr_fn
 
 
 class _Workers:
@@ -153,13 +140,25 @@ class _Workers:
         return new
 
 
-def _run_todo(out: Path, todo: list, workers: _Workers | None, meta: dict) -> dict:
+def _start_workers(cfg: Config, checkpoint: Path, todo: int) -> _Workers:
+    import ray
+
+    e = cfg.eval
+    if not ray.is_initialized():
+        ray.init()
+    threads = max(1, int(e.cpus_per_worker))  # fractional CPUs locally: one thread each
+    actor = ray.remote(ShardWorker).options(num_cpus=e.cpus_per_worker, num_gpus=1 if e.use_gpu else 0,
+                                            max_restarts=2, max_task_retries=2)
+    return _Workers(lambda: actor.remote(str(checkpoint), cfg.to_dict(), threads), min(e.workers, max(1, todo)))
+
+
+def _run_todo(out: Path, todo: list, workers: _Workers | None, meta: dict, on_shard=None) -> dict:
     """Hand the missing shards to the workers, write each one as it arrives (progress, ETA); a shard whose
     worker is lost (a dead node, a killed process) goes back in the queue for a fresh worker."""
     import ray
     from ray.exceptions import ActorUnavailableError, RayActorError
 
-    stop_after, start, done, i = _fault_after(), time.perf_counter(), 0, 0
+    start, done, i = time.perf_counter(), 0, 0
     total = sum(b - a for a, b, _ in todo)
     queue, idle, pending = list(todo), list(workers.live) if workers else [], {}
     while queue or pending:
@@ -171,7 +170,8 @@ def _run_todo(out: Path, todo: list, workers: _Workers | None, meta: dict) -> di
         try:
             res = ray.get(ref)
         except (RayActorError, ActorUnavailableError) as err:
-            say(f"worker lost during shard [{job[0]}, {job[1]}) ({type(err).__name__}); redoing it on a new worker")
+            say("eval", f"worker lost during shard [{job[0]}, {job[1]}) ({type(err).__name__}); redoing it on a "
+                        f"new worker")
             queue.insert(0, job)
             idle.append(workers.replace(w))
             continue
@@ -180,84 +180,80 @@ def _run_todo(out: Path, todo: list, workers: _Workers | None, meta: dict) -> di
                     meta | {"start": res["start"], "stop": res["stop"], "sample_seconds": res["sample_seconds"]})
         done, i = done + res["stop"] - res["start"], i + 1
         rate = done / (time.perf_counter() - start)
-        say(f"shard {i}/{len(todo)} [{res['start']}, {res['stop']}) in {res['seconds']:.1f}s; {done:,}/{total:,} "
-            f"images, {rate:.1f} img/s, ETA {fmt_eta((total - done) / rate)}")
-        if stop_after is not None and i >= stop_after:
-            raise RuntimeError(f"DJEPA_FAULT: stopped after {i} shard(s)")
+        say("eval", f"shard {i}/{len(todo)} [{res['start']}, {res['stop']}) in {res['seconds']:.1f}s; "
+                    f"{done:,}/{total:,} images, {rate:.1f} img/s, ETA {fmt_eta((total - done) / rate)}")
+        if on_shard is not None:
+            on_shard(i, res["start"], res["stop"])
     seconds = time.perf_counter() - start
     return {"generation_seconds": round(seconds, 2), "generated": done,
             "images_per_second": round(done / seconds, 2) if done else None}
 
 
-def generate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None, with_metrics: bool = True,
-             parent_run_id: str | None = None, run_name: str | None = None, tags: dict | None = None) -> dict:
-    """Generate (and, with_metrics, evaluate) num_samples samples of `checkpoint`; -> the summary dict.
-    The MLflow run is a child of parent_run_id (default: the checkpoint's training run), named run_name."""
-    import ray
+def _checked(cfg: Config, checkpoint: Path, n: int, with_metrics: bool) -> Config:
+    """The checks before anything is written, and the choices actors on other nodes must not make themselves:
+    no features without metrics, the resolved cache."""
+    from djepa.eval.classifier import cache_dir
 
-    from djepa.eval.features import build_extractors
+    verify_checkpoint(checkpoint)
+    check_finite(checkpoint)  # here, once: a NaN weight would otherwise give plausible-looking bad metrics
+    if n < 1:  # 0 must not silently mean "the default"
+        raise ConfigError(f"num_samples={n}: generate at least one sample")
+    e = cfg.eval
+    return cfg.model_copy(update={"eval": e.model_copy(update={"features": e.features if with_metrics else [],
+                                                               "cache_dir": str(cache_dir(e.cache_dir))})})
+
+
+def _write_plan(out: Path, sample_hash: str, record: dict) -> None:
+    """plan.json: what these shards are; another checkpoint or sampling config is refused, never mixed in."""
+    plan_file = out / "plan.json"
+    if plan_file.exists():
+        old = json.loads(plan_file.read_text())
+        if old.get("sample_hash") != sample_hash:
+            raise FileExistsError(f"{out} holds samples of another checkpoint or sampling config (hash "
+                                  f"{old.get('sample_hash')}, this one {sample_hash}); choose another eval.out_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps({"sample_hash": sample_hash} | record, indent=1))
+
+
+def evaluate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None, with_metrics: bool = True,
+             parent_run_id: str | None = None, run_name: str | None = None, tags: dict | None = None,
+             on_shard=None) -> dict:
+    """Generate (and, with_metrics, evaluate) num_samples samples of `checkpoint`; -> the summary dict.
+    The MLflow run is a child of parent_run_id (default: the checkpoint's training run), named run_name.
+    on_shard(i, start, stop): test hook, called after the i-th shard of this call is written."""
+    import ray
 
     t0 = time.perf_counter()
     checkpoint = Path(checkpoint).resolve()
-    verify_checkpoint(checkpoint)
-    check_finite(checkpoint)  # here, once: a NaN weight would otherwise give plausible-looking bad metrics
-    e, n = cfg.eval, cfg.eval.num_samples if num_samples is None else num_samples
-    if n < 1:  # 0 must not silently mean "the default"
-        raise ConfigError(f"num_samples={n}: generate at least one sample")
-    from djepa.eval.classifier import cache_dir
-
-    # actors on other nodes see the driver's choices: no features without metrics, the resolved cache
-    cfg = cfg.model_copy(update={"eval": e.model_copy(update={"features": e.features if with_metrics else [],
-                                                               "cache_dir": str(cache_dir(e.cache_dir))})})
+    n = cfg.eval.num_samples if num_samples is None else num_samples
+    cfg = _checked(cfg, checkpoint, n, with_metrics)
     e = cfg.eval
-    say(f"hashing {checkpoint / 'model.safetensors'}")
+    say("eval", f"hashing {checkpoint / 'model.safetensors'}")
     identity = sampling_identity(cfg, file_digest(checkpoint / "model.safetensors"))
     sample_hash = identity_hash(identity)
     out = Path(e.out_dir).resolve() if e.out_dir else default_out_dir(checkpoint, sample_hash)
     lock = acquire(out, "sampling" if not with_metrics else "evaluation")  # a second job here is refused
     try:
-        extractors = build_extractors(cfg)  # here first: a missing weight file stops us before Ray starts
-        features = {ex.name: ex.identity for ex in extractors}
-        reference = None
-        if with_metrics:
-            reference = resolve_reference(cfg, extractors)
-        del extractors
-        t = cfg.tokenizer
-        image_shape = (t.image_size, t.image_size, t.channels)
-        plan_file = out / "plan.json"
-        if plan_file.exists():
-            old = json.loads(plan_file.read_text())
-            if old.get("sample_hash") != sample_hash:
-                raise FileExistsError(f"{out} holds samples of another checkpoint or sampling config (hash "
-                                      f"{old.get('sample_hash')}, this one {sample_hash}); choose another "
-                                      f"eval.out_dir")
-        out.mkdir(parents=True, exist_ok=True)
-        plan_file.write_text(json.dumps({"sample_hash": sample_hash, "identity": identity,
-                                         "checkpoint": str(checkpoint), "shard_size": e.shard_size,
-                                         "features": features}, indent=1))
+        features = extractor_identities(cfg)  # here first: a missing weight file stops us before Ray starts
+        reference = resolve_reference(cfg, features) if with_metrics else None
+        image_shape = (cfg.tokenizer.image_size, cfg.tokenizer.image_size, cfg.tokenizer.channels)
+        _write_plan(out, sample_hash, {"identity": identity, "checkpoint": str(checkpoint),
+                                       "shard_size": e.shard_size, "features": features})
         shards = plan(n, e.shard_size)
         todo = _scan(out, shards, sample_hash, image_shape, features)
-        say(f"{n:,} samples of {checkpoint} in {len(shards)} shard(s) -> {out}; {len(shards) - len(todo)} already "
-            f"done, {len(todo)} to do with {e.workers} worker(s) (hash {sample_hash})")
-        meta = {"sample_hash": sample_hash, "features": features}
-        workers, pr_fn = None, None
+        say("eval", f"{n:,} samples of {checkpoint} in {len(shards)} shard(s) -> {out}; {len(shards) - len(todo)} "
+                    f"already done, {len(todo)} to do with {e.workers} worker(s) (hash {sample_hash})")
+        workers = None
         if todo or (reference and reference.get("images") is not None):
-            if not ray.is_initialized():
-                ray.init()
-            threads = max(1, int(e.cpus_per_worker))  # fractional CPUs locally: one thread each
-            actor = ray.remote(ShardWorker).options(num_cpus=e.cpus_per_worker, num_gpus=1 if e.use_gpu else 0,
-                                                    max_restarts=2, max_task_retries=2)
-            workers = _Workers(lambda: actor.remote(str(checkpoint), cfg.to_dict(), threads),
-                               min(e.workers, max(1, len(todo))))
-            pr_fn = _remote_pr(workers.live, e.pr_k)
+            workers = _start_workers(cfg, checkpoint, len(todo))
         try:
-            stats = _run_todo(out, todo, workers, meta)
-            summary = finish(cfg, out, checkpoint, shards, sample_hash, image_shape, reference, pr_fn,
-                             {"parent_run_id": parent_run_id, "run_name": run_name, "tags": tags or {}}, stats)
+            timing = _run_todo(out, todo, workers, {"sample_hash": sample_hash, "features": features}, on_shard)
+            summary = finish(cfg, out, checkpoint, shards, sample_hash, image_shape, reference, workers,
+                             {"parent_run_id": parent_run_id, "run_name": run_name, "tags": tags or {}}, timing)
         finally:
             for w in workers.live if workers else []:  # free the CPUs / GPUs now, not when the driver exits
                 ray.kill(w)
     finally:
         release(lock)
-    say(f"done in {time.perf_counter() - t0:.1f}s")
+    say("eval", f"done in {time.perf_counter() - t0:.1f}s")
     return summary

@@ -1,11 +1,12 @@
 """Coarse-to-fine search of the sampling hyper-parameters with Ray Tune (the paper's appendix C).
 
 Each stage is one Tune experiment over a list of (cfg, temperature, ar_steps) points; each trial
-runs the sharded evaluator (`djepa.platform.evaluator.generate`) inside the trial's placement group,
-so a cluster runs `concurrent_trials` trials at once with `eval.workers` GPUs each. The driver keeps
-the sweep's state in `<out>/sweep.json` after every stage; a trial writes `result.json` when done.
-Running the same command again therefore skips finished stages, restores the unfinished one from
-Tune's state, and answers finished trials from their result.json without sampling again.
+runs the sharded evaluation (`djepa.platform.evaluator.evaluate`) inside the trial's placement group,
+so a cluster runs `concurrent_trials` trials at once with `eval.workers` GPUs each. One resume
+mechanism sits on top of the evaluation's own: the driver records every finished stage in
+`<out>/sweep.json` (finished stages are not run again; their points are reused by later stages).
+Inside an unfinished stage a trial answers from its evaluation's metrics.json when that evaluation
+finished, and otherwise resumes from the evaluation's shards; Tune's own state is not restored.
 """
 from __future__ import annotations
 
@@ -15,63 +16,53 @@ import shutil
 import time
 from pathlib import Path
 
-
 from djepa.checkpoint import verify_checkpoint
 from djepa.config import Config, ConfigError, deep_merge, validate
+from djepa.console import say
 from djepa.eval.sweep_plots import write_trials_csv
 from djepa.lock import hold
 from djepa.platform.sweep_config import STAGES, SweepConfig, choose, point, score, stage_points, trial_name
+from djepa.platform.sweep_report import report
 from djepa.platform.tracking import flatten
 from djepa.samples import atomic_write
-
-
-def say(msg: str) -> None:
-    print(f"[sweep] {msg}", flush=True)
 
 
 def write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))  # a kill never leaves half
 
 
-def _faults() -> dict[str, set]:
-    """DJEPA_FAULT=sweep_stop@coarse,trial_fail@NAME,trial_flaky@NAME (tests of restart and failures)."""
-    out: dict[str, set] = {}
-    for item in filter(None, os.environ.get("DJEPA_FAULT", "").split(",")):
-        kind, _, arg = item.partition("@")
-        out.setdefault(kind, set()).add(arg)
-    return out
+def _finished(out: Path, p: dict, n: int) -> dict | None:
+    """The trial record of point p from its evaluation's metrics.json, if that evaluation finished with n
+    samples at p (the sweep's identity, checked in sweep.json, fixes the checkpoint and everything else)."""
+    f = out / "metrics.json"
+    if not f.is_file():
+        return None
+    s = json.loads(f.read_text())
+    if s["num_samples"] != n or {k: s["sampling"][k] for k in ("cfg", "temperature", "ar_steps")} != p:
+        return None
+    return {"point": p, "num_samples": n, "metrics": s["metrics"], "seconds_per_image": s["seconds_per_image"],
+            "images_per_second": s["images_per_second"], "mlflow_run_id": (s["mlflow"] or {}).get("run_id"),
+            "dir": str(out), "grid": s["grid"]}
 
 
 def _trial(config: dict, ctx: dict) -> None:
-    """One Tune trial: evaluate one sampling point (or answer from its result.json) and report."""
+    """One Tune trial: evaluate one sampling point (or answer from its finished evaluation) and report."""
     from ray import tune
 
-    from djepa.platform.evaluator import generate
+    from djepa.platform.evaluator import evaluate
 
     p, stage, n = config["point"], ctx["stage"], ctx["num_samples"]
     name = trial_name(p)
     out = Path(ctx["out"]) / stage / name
-    done = out / "result.json"
-    if done.is_file():
-        rec = json.loads(done.read_text())
-        if rec["point"] == p and rec["num_samples"] == n:
-            tune.report(_flat(rec))
-            return
-    faults = ctx["faults"]
-    if name in faults.get("trial_fail", ()):
-        raise RuntimeError(f"DJEPA_FAULT: trial {name} fails")
-    if name in faults.get("trial_flaky", ()) and not (out / "flaky").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "flaky").touch()
-        raise RuntimeError(f"DJEPA_FAULT: trial {name} fails once")
-    cfg = validate(deep_merge(ctx["cfg"], {"sample": {k: p[k] for k in ("cfg", "temperature", "ar_steps")},
-                                           "eval": {"out_dir": str(out), "save_npz": ctx["keep_samples"]}}))
-    summary = generate(cfg, ctx["checkpoint"], n, parent_run_id=ctx["parent_run_id"], run_name=f"{stage} {name}",
-                       tags={"djepa.kind": "sweep-trial", "djepa.sweep.stage": stage, "djepa.sweep.trial": name})
-    rec = {"point": p, "num_samples": n, "metrics": summary["metrics"],
-           "seconds_per_image": summary["seconds_per_image"], "images_per_second": summary["images_per_second"],
-           "mlflow_run_id": (summary["mlflow"] or {}).get("run_id"), "dir": str(out), "grid": summary["grid"]}
-    write_json(done, rec)
+    rec = _finished(out, p, n)
+    if rec is None:
+        if ctx["on_trial"] is not None:
+            ctx["on_trial"](name, out)
+        cfg = validate(deep_merge(ctx["cfg"], {"sample": {k: p[k] for k in ("cfg", "temperature", "ar_steps")},
+                                               "eval": {"out_dir": str(out), "save_npz": ctx["keep_samples"]}}))
+        evaluate(cfg, ctx["checkpoint"], n, parent_run_id=ctx["parent_run_id"], run_name=f"{stage} {name}",
+                 tags={"djepa.kind": "sweep-trial", "djepa.sweep.stage": stage, "djepa.sweep.trial": name})
+        rec = _finished(out, p, n)
     if not ctx["keep_samples"]:
         shutil.rmtree(out / "shards", ignore_errors=True)  # 10k samples of 256 px are 2 GB; the metrics stay
     tune.report(_flat(rec))
@@ -88,7 +79,7 @@ def _dirname(trial) -> str:
 def _progress_callback(stage: str, total: int, spec: SweepConfig):
     from ray import tune
 
-    class Progress(tune.Callback):
+    class StageProgress(tune.Callback):
         """trials done / total and the best so far, as each trial ends."""
 
         def __init__(self):
@@ -102,7 +93,7 @@ def _progress_callback(stage: str, total: int, spec: SweepConfig):
             self._say(f"{trial_name(trial.config['point'])} done")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
-            say(f"{stage}: {trial_name(trial.config['point'])} failed; retrying it")
+            say("sweep", f"{stage}: {trial_name(trial.config['point'])} failed; retrying it")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.failed += 1
@@ -111,9 +102,9 @@ def _progress_callback(stage: str, total: int, spec: SweepConfig):
         def _say(self, what: str):
             best = f"best {'score' if spec.weights else spec.metric} {self.best[0]:.4g} at {self.best[1]}" \
                 if self.best else "no result yet"
-            say(f"{stage}: {what}; {self.done + self.failed}/{total} trials ({self.failed} failed); {best}")
+            say("sweep", f"{stage}: {what}; {self.done + self.failed}/{total} trials ({self.failed} failed); {best}")
 
-    return Progress()
+    return StageProgress()
 
 
 def _run_stage(stage: str, points: list[dict], n: int, spec: SweepConfig, cfg: Config, ctx: dict) -> list[dict]:
@@ -130,16 +121,13 @@ def _run_stage(stage: str, points: list[dict], n: int, spec: SweepConfig, cfg: C
     trainable = tune.with_resources(tune.with_parameters(_trial, ctx=ctx | {"stage": stage, "num_samples": n}),
                                     tune.PlacementGroupFactory(bundles))
     storage = Path(ctx["out"]) / "tune"
-    if tune.Tuner.can_restore(storage / stage):
-        say(f"{stage}: resuming its Tune experiment {storage / stage}")
-        tuner = tune.Tuner.restore(str(storage / stage), trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable, param_space={"point": tune.grid_search(points)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrent_trials, trial_dirname_creator=_dirname),
-            run_config=tune.RunConfig(name=stage, storage_path=str(storage), verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=spec.retries),
-                                      callbacks=[_progress_callback(stage, len(points), spec)]))
+    shutil.rmtree(storage / stage, ignore_errors=True)  # a cut-off run's Tune state: its trials resume on their own
+    tuner = tune.Tuner(
+        trainable, param_space={"point": tune.grid_search(points)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrent_trials, trial_dirname_creator=_dirname),
+        run_config=tune.RunConfig(name=stage, storage_path=str(storage), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=spec.retries),
+                                  callbacks=[_progress_callback(stage, len(points), spec)]))
     grid = tuner.fit()
     by_name = {}
     for r in grid:
@@ -147,9 +135,9 @@ def _run_stage(stage: str, points: list[dict], n: int, spec: SweepConfig, cfg: C
         folder = Path(ctx["out"]) / stage / trial_name(p)
         rec = {"stage": stage, "name": trial_name(p), "point": p, "num_samples": n, "status": "failed",
                "dir": str(folder), "error": None if r.error is None else f"{type(r.error).__name__}: {r.error}"[-2000:]}
-        done = folder / "result.json"
-        if r.error is None and done.is_file():
-            rec |= json.loads(done.read_text()) | {"status": "ok"}
+        done = _finished(folder, p, n) if r.error is None else None
+        if done is not None:
+            rec |= done | {"status": "ok"}
         elif rec["error"] is None:
             rec["error"] = "the trial reported no result"
         by_name[rec["name"]] = rec
@@ -173,11 +161,11 @@ def _prepare(cfg: Config, spec: SweepConfig, checkpoint: Path) -> tuple[Config, 
     """Everything a trial on another node must not decide for itself: absolute MLflow URI, cache and the
     reference statistics (made once here, not by concurrent trials)."""
     from djepa.eval.classifier import cache_dir
-    from djepa.eval.features import build_extractors
+    from djepa.eval.features import extractor_identities
     from djepa.eval.report import resolve_reference
     from djepa.platform.tracking import tracking_uri
 
-    ref = resolve_reference(cfg, build_extractors(cfg))
+    ref = resolve_reference(cfg, extractor_identities(cfg))
     cfg = validate(deep_merge(cfg.to_dict(), {
         "tracking": {"tracking_uri": tracking_uri(cfg)},
         "eval": {"cache_dir": str(cache_dir(cfg.eval.cache_dir)), "reference": ref["path"] if ref else None}}))
@@ -211,7 +199,7 @@ def _save(out: Path, state: dict) -> None:
 
 
 def _parent_run(cfg: Config, spec: SweepConfig, out: Path, checkpoint: Path, state: dict):
-    from djepa.eval.report import _parent_run as training_run
+    from djepa.platform.eval_report import training_run
     from djepa.platform.tracking import start_run
 
     tracker = start_run(cfg, out, None, run_id=state.get("mlflow_run_id"), parent_run_id=training_run(checkpoint),
@@ -242,28 +230,51 @@ def _log_failed(cfg: Config, rec: dict, parent_run_id: str | None) -> None:
     rec["mlflow_run_id"] = t.run_id
 
 
-def run_sweep(cfg: Config, spec: SweepConfig, checkpoint: str | Path) -> dict:
-    """Run (or resume) every enabled stage, then write the figures, best.yaml and the summary."""
+def run_sweep(cfg: Config, spec: SweepConfig, checkpoint: str | Path, *, on_trial=None, on_stage=None) -> dict:
+    """Run (or resume) every enabled stage, then write the figures, best.yaml and the summary.
+    Test hooks: on_trial(name, out) runs inside a Tune trial before it evaluates (picklable: it travels to the
+    trial's process); on_stage(stage) runs on the driver after a stage is saved in sweep.json."""
     t0 = time.perf_counter()
     checkpoint = Path(checkpoint).resolve()
     verify_checkpoint(checkpoint)
     cfg, out = _prepare(cfg, spec, checkpoint)
     with hold(out, "sweep"):  # a second sweep into `out` is refused, naming this one (djepa.lock)
-        return _run_sweep_locked(cfg, spec, checkpoint, out, t0)
+        return _run_sweep_locked(cfg, spec, checkpoint, out, t0, on_trial, on_stage)
 
 
-def _run_sweep_locked(cfg: Config, spec: SweepConfig, checkpoint: Path, out: Path, t0: float) -> dict:
-    from djepa.platform.sweep_report import report
+def _stage_trials(stage: str, points: list[dict], n: int, state: dict, spec: SweepConfig, cfg: Config, ctx: dict,
+                  parent_run_id: str | None) -> list[dict]:
+    """The stage's trials in grid order: points measured with as many samples in an earlier stage are taken,
+    the rest run in one Tune experiment; failed ones are reported (and logged as FAILED runs), not dropped."""
+    earlier = {(t["name"], t["num_samples"]): t for s in state["stages"].values() for t in s["trials"]
+               if t["status"] == "ok"}
+    todo = [p for p in points if (trial_name(p), n) not in earlier]
+    resumed = sum(_finished(Path(ctx["out"]) / stage / trial_name(p), p, n) is not None for p in todo)
+    say("sweep", f"{stage}: {len(points)} point(s) x {n:,} samples, {len(points) - len(todo)} known from earlier "
+                 f"stages, {len(todo)} to run ({resumed} finished before a restart; {spec.concurrent_trials} at "
+                 f"once, {cfg.eval.workers} worker(s) each)")
+    ran = {t["name"]: t for t in (_run_stage(stage, todo, n, spec, cfg, ctx) if todo else [])}
+    trials = [ran.get(trial_name(p)) or earlier[(trial_name(p), n)] | {"reused_from": earlier[
+        (trial_name(p), n)]["stage"], "stage": stage} for p in points]
+    for t in trials:
+        t["score"] = score(t.get("metrics") or {}, spec)
+        if t["status"] == "failed":
+            _log_failed(cfg, t, parent_run_id)
+            say("sweep", f"{stage}: trial {t['name']} FAILED: {t['error'][-300:]}")
+    return trials
 
+
+def _run_sweep_locked(cfg: Config, spec: SweepConfig, checkpoint: Path, out: Path, t0: float, on_trial,
+                      on_stage) -> dict:
     state = _state(out, _identity(cfg, spec, checkpoint))
     tracker = _parent_run(cfg, spec, out, checkpoint, state)
     state["mlflow_run_id"], state["checkpoint"] = tracker.run_id, str(checkpoint)
     _save(out, state)
-    faults = _faults()
     ctx = {"cfg": cfg.to_dict(), "checkpoint": str(checkpoint), "out": str(out), "parent_run_id": tracker.run_id,
-           "keep_samples": spec.keep_samples, "faults": faults}
+           "keep_samples": spec.keep_samples, "on_trial": on_trial}
     stages = [s for s in STAGES if getattr(spec, s) is not None]
-    say(f"{' -> '.join(stages)} on {checkpoint} -> {out}; choosing by {spec.metric_names} ({spec.direction})")
+    say("sweep", f"{' -> '.join(stages)} on {checkpoint} -> {out}; choosing by {spec.metric_names} "
+                 f"({spec.direction})")
     best = point(cfg.sample.cfg, cfg.sample.temperature, cfg.sample.ar_steps)
     try:
         for stage in stages:
@@ -271,25 +282,10 @@ def _run_sweep_locked(cfg: Config, spec: SweepConfig, checkpoint: Path, out: Pat
             points = stage_points(spec, stage, cfg, best)
             saved = state["stages"].get(stage)
             if saved and saved["points"] == points and saved["num_samples"] == n:
-                say(f"{stage}: finished earlier ({len(points)} trials); not run again")
+                say("sweep", f"{stage}: finished earlier ({len(points)} trials); not run again")
                 trials = saved["trials"]
             else:
-                # points already measured with as many samples in an earlier stage are taken, not re-sampled
-                earlier = {(t["name"], t["num_samples"]): t for s in state["stages"].values() for t in s["trials"]
-                           if t["status"] == "ok"}
-                todo = [p for p in points if (trial_name(p), n) not in earlier]
-                resumed = sum((out / stage / trial_name(p) / "result.json").is_file() for p in todo)
-                say(f"{stage}: {len(points)} point(s) x {n:,} samples, {len(points) - len(todo)} known from earlier "
-                    f"stages, {len(todo)} to run ({resumed} finished before a restart; {spec.concurrent_trials} at "
-                    f"once, {cfg.eval.workers} worker(s) each)")
-                ran = {t["name"]: t for t in (_run_stage(stage, todo, n, spec, cfg, ctx) if todo else [])}
-                trials = [ran.get(trial_name(p)) or earlier[(trial_name(p), n)] | {"reused_from": earlier[
-                    (trial_name(p), n)]["stage"], "stage": stage} for p in points]
-                for t in trials:
-                    t["score"] = score(t.get("metrics") or {}, spec)
-                    if t["status"] == "failed":
-                        _log_failed(cfg, t, tracker.run_id)
-                        say(f"{stage}: trial {t['name']} FAILED: {t['error'][-300:]}")
+                trials = _stage_trials(stage, points, n, state, spec, cfg, ctx, tracker.run_id)
             chosen = choose(trials, spec)
             if chosen is None:
                 write_trials_csv(trials, out / "trials.csv")
@@ -297,15 +293,15 @@ def _run_sweep_locked(cfg: Config, spec: SweepConfig, checkpoint: Path, out: Pat
             state["stages"][stage] = {"points": points, "num_samples": n, "trials": trials, "best": chosen}
             _save(out, state)
             best = chosen["point"]
-            say(f"{stage}: best {trial_name(best)} with score {chosen['score']:.4g}")
+            say("sweep", f"{stage}: best {trial_name(best)} with score {chosen['score']:.4g}")
             for edge in _on_edge(stage, points, best):
-                say(f"{stage}: note: the best {edge}; the optimum may lie outside this grid (widen it to be sure)")
-            if stage in faults.get("sweep_stop", ()):
-                raise RuntimeError(f"DJEPA_FAULT: sweep stopped after stage {stage}")
+                say("sweep", f"{stage}: note: the best {edge}; the optimum may lie outside this grid (widen it to "
+                             f"be sure)")
+            if on_stage is not None:
+                on_stage(stage)
         summary = report(cfg, spec, state, out, checkpoint, tracker, time.perf_counter() - t0)
     except BaseException:
         tracker.finish("FAILED")
         raise
     tracker.finish()
     return summary
-

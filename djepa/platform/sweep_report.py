@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 
 from djepa.config import Config
+from djepa.console import say
 from djepa.eval.sweep_plots import ar_steps_plot, best_table, heat_map, write_trials_csv
 from djepa.eval.verdict import checkpoint_verdict
-from djepa.platform.sweep import say
 from djepa.platform.sweep_config import STAGES, SweepConfig, trial_name
 
 
@@ -70,18 +70,18 @@ def report(cfg: Config, spec: SweepConfig, state: dict, out: Path, checkpoint: P
                "seconds": round(seconds, 1),
                "verdict": checkpoint_verdict(best.get("metrics") or {}, cfg, checkpoint)}  # even the best is noise?
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    say(f"done in {seconds:.0f}s; best {trial_name(best['point'])}: " +
+    say("sweep", f"done in {seconds:.0f}s; best {trial_name(best['point'])}: " +
         ", ".join(f"{m} {best['metrics'][m]:.4g}" for m in metrics if m in (best.get("metrics") or {})))
     print(table, flush=True)
     if failed:
-        say(f"{len(failed)} trial(s) failed: {', '.join(t['stage'] + '/' + t['name'] for t in failed)} "
+        say("sweep", f"{len(failed)} trial(s) failed: {', '.join(t['stage'] + '/' + t['name'] for t in failed)} "
             f"(errors in {out / 'trials.csv'})")
-    say(f"best settings      {out / 'best.yaml'}  (python jobs/evaluate.py --checkpoint {checkpoint} "
+    say("sweep", f"best settings      {out / 'best.yaml'}  (python jobs/evaluate.py --checkpoint {checkpoint} "
         f"--config {out / 'best.yaml'})")
-    say(f"plots              {out / 'plots'}")
-    say(f"all trials         {out / 'trials.csv'}")
+    say("sweep", f"plots              {out / 'plots'}")
+    say("sweep", f"all trials         {out / 'trials.csv'}")
     if tracker.active:
-        say(f"MLflow sweep run   {tracker.url}")
+        say("sweep", f"MLflow sweep run   {tracker.url}")
     if summary["verdict"]:
         print("\n" + summary["verdict"].replace("these samples", "the best trial's samples"), flush=True)
     return summary
