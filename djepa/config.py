@@ -227,9 +227,10 @@ class EvalConfig(_Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     shard_size: int = Field(1000, ge=1)  # samples per shard file: the unit of restart
-    features: list[Literal["inception", "domain"]] = ["inception"]
+    features: list[Literal["inception", "domain", "dinov2"]] = ["inception"]
     reference: str | None = None  # ADM-format reference .npz: mu, sigma (Inception), arr_0 images for P/R
     inception_weights: str | None = None  # local FID Inception weights; else $DJEPA_INCEPTION_WEIGHTS, else download
+    dinov2_weights: str | None = None  # local dinov2_vitl14_pretrain.pth (FD-DINOv2); else torch.hub's download
     feature_batch_size: int = Field(200, ge=1)
     reference_images: int = Field(10000, ge=1)  # real images kept for precision/recall (ADM: 10k)
     is_splits: int = Field(10, ge=1)

@@ -4,6 +4,8 @@
   the 1008 unbiased logits), the network of ADM's suite and of every published FID-50K.
 - "domain": the classifier of the real embedded digits (djepa/eval/classifier.py): 128-d
   features, 10 logits. FD and IS on it mean something for 8x8 or 28x28 digits; Inception does not.
+- "dinov2": DINOv2 ViT-L/14's class token (1024-d, no logits), FD-DINOv2 as EDM2 computes it
+  (djepa/eval/dinov2.py): Inception under-rates diffusion models (Stein et al. 2023).
 """
 from __future__ import annotations
 
@@ -95,6 +97,50 @@ class InceptionExtractor(Extractor):
         return self.net(x)
 
 
+class DinoV2Extractor(Extractor):
+    name, dims = "dinov2", 1024
+
+    def __init__(self, weights: str | None = None, device="cpu", batch_size: int = 200):
+        from djepa.eval import dinov2
+
+        super().__init__(device, batch_size)
+        path, self.identity = dinov2_identity(weights)
+        try:
+            net, _ = dinov2.load_network(path)
+        except (OSError, RuntimeError, ValueError) as err:  # no internet, a truncated file, another network
+            raise FeatureError(f"cannot load the DINOv2 ViT-L/14 weights ({type(err).__name__}: {err}); "
+                               f"{_dinov2_fix()}") from None
+        self.net = net.to(self.device)
+
+    def forward(self, x):
+        from djepa.eval.dinov2 import features
+
+        f = features(self.net, x)
+        return f, f.new_zeros(len(f), 0)  # no classifier: no IS or class consistency in DINOv2 space
+
+
+def _dinov2_fix() -> str:
+    from djepa.eval.dinov2 import URL
+
+    return f"download {URL} and set eval.dinov2_weights=PATH"
+
+
+def dinov2_identity(weights: str | None) -> tuple[Path | None, str]:
+    """-> (weights file or None for the release download, identity), checked without building the network."""
+    from djepa.eval.dinov2 import URL
+
+    if not weights:
+        return None, "dinov2-vitl14-" + Path(URL).name
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FeatureError(f"DINOv2 weights not found at {path} (eval.dinov2_weights); {_dinov2_fix()}")
+    try:  # mmap: the 1.2 GB are not read, but a pickle holding more than tensors is refused
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise FeatureError(f"{path} is not a plain state dict of tensors ({type(err).__name__}); {_dinov2_fix()}")
+    return path, f"dinov2-vitl14-{file_digest(path)[:16]}"
+
+
 def _inception_fix() -> str:
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
@@ -136,12 +182,14 @@ def extractor_identities(cfg: Config) -> dict[str, str]:
             cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(URL_INCEPTION_V3).name
             if path is None and not cached.is_file():
                 InceptionExtractor(None)
+        elif name == "dinov2":
+            out[name] = dinov2_identity(e.dinov2_weights)[1]
         else:
             out[name] = f"domain-{cfg.data.source}-{classifier_hash(cfg.data.source)}"
     return out
 
 
-DIMS = {"inception": InceptionExtractor.dims, "domain": DomainExtractor.dims}
+DIMS = {"inception": InceptionExtractor.dims, "domain": DomainExtractor.dims, "dinov2": DinoV2Extractor.dims}
 
 
 def random_inception_weights(path: str | Path, seed: int = 0) -> Path:
@@ -170,6 +218,8 @@ def build_extractors(cfg: Config, device="cpu") -> list[Extractor]:
     for name in e.features:
         if name == "inception":
             out.append(InceptionExtractor(e.inception_weights, device, e.feature_batch_size))
+        elif name == "dinov2":
+            out.append(DinoV2Extractor(e.dinov2_weights, device, e.feature_batch_size))
         else:
             out.append(DomainExtractor(cfg.data.source, e.cache_dir, device, e.feature_batch_size))
     return out

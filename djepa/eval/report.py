@@ -85,8 +85,9 @@ def metrics_of(name: str, sums: ShardSums, reference: dict, is_splits: int,
     mu, sigma = FeatureStats.merge(sums.stats[name]).mu_sigma()
     logits = np.concatenate(sums.logits[name])
     out = {fd_key: frechet_distance(mu, sigma, *reference["stats"][name])}
-    out[f"is{suffix}"], out[f"is_std{suffix}"] = inception_score(logits, is_splits)
-    if name != "inception":  # a classifier of the data's own classes: how often it agrees with the condition
+    if logits.shape[1]:  # DINOv2 has no classifier head: FD (and P/R) only
+        out[f"is{suffix}"], out[f"is_std{suffix}"] = inception_score(logits, is_splits)
+    if name == "domain":  # a classifier of the data's own classes: how often it agrees with the condition
         out[f"consistency{suffix}"] = float((logits.argmax(1) == np.concatenate(sums.labels)).mean())
     if pr is not None:
         out[f"precision{suffix}"], out[f"recall{suffix}"] = pr

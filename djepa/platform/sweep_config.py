@@ -116,8 +116,9 @@ def available_metrics(cfg: Config) -> list[str]:
     out = ["seconds_per_image"]
     for f in cfg.eval.features:
         s = "" if f == "inception" else f"_{f}"
-        out += ["fid" if f == "inception" else f"fd_{f}", f"is{s}", f"is_std{s}", f"precision{s}", f"recall{s}"]
-        out += [] if f == "inception" else [f"consistency{s}"]
+        out += ["fid" if f == "inception" else f"fd_{f}", f"precision{s}", f"recall{s}"]
+        out += [] if f == "dinov2" else [f"is{s}", f"is_std{s}"]  # DINOv2 has no classifier head
+        out += [f"consistency{s}"] if f == "domain" else []
     return out
 
 
