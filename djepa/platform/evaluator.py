@@ -20,7 +20,7 @@ from djepa.config import Config, ConfigError, apply_overrides, deep_merge, read_
 from djepa.eval.report import finish, resolve_reference, say
 from djepa.eval.shards import (SAMPLING_MODEL_KEYS, VAE_LOCATION_KEYS, ShardError, file_digest, identity_hash, plan,
                                read_shard, sampling_identity, shard_features, shard_path, write_shard)
-from djepa.local import fmt_eta
+from djepa.console import fmt_eta
 from djepa.lock import acquire, release
 from djepa.platform.tracking import flatten
 
