@@ -88,10 +88,6 @@ def train(cfg: Config, resume: bool = False, resume_from: str | None = None, *, 
 
 def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from djepa.platform.loop import train_worker
 
     run_dir, previous, ckpt = prepare_run(cfg, resume, resume_from)
     data_dir = encoded_dir(cfg)
@@ -113,23 +109,8 @@ def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=1))
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
 
+    trainer = _torch_trainer(cfg, run_dir, data_dir, manifest, tracker, ckpt, on_step)
     t = cfg.train
-    resources = {"CPU": t.cpus_per_worker} | ({"GPU": 1} if t.use_gpu else {})
-    loop_config = {"cfg": cfg.to_dict(), "run_dir": str(run_dir), "rows": manifest["rows"],
-                   "resume_from": str(ckpt) if ckpt else None, "tracking_uri": tracker.uri,
-                   "run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
-                   "on_step": on_step}
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu,
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent),
-            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints)),
-        datasets={"train": training_dataset(cfg, data_dir, manifest)},
-    )
     say("train", f"{cfg.name}: {t.workers} worker(s) ({'GPU' if t.use_gpu else 'CPU'}), global batch "
                  f"{t.batch_size}, lr {t.lr:.2e}, {manifest['rows']:,} rows from {data_dir}, run dir {run_dir}")
     start = time.perf_counter()
@@ -155,6 +136,32 @@ def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
     if summary["status"] == "nan":
         raise FloatingPointError(summary["message"])
     return summary
+
+
+def _torch_trainer(cfg: Config, run_dir: Path, data_dir: Path, manifest: dict, tracker, ckpt: Path | None, on_step):
+    """Ray's TorchTrainer for the run: every worker runs train_worker on its share of the encoded dataset."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from djepa.platform.loop import train_worker
+
+    t = cfg.train
+    resources = {"CPU": t.cpus_per_worker} | ({"GPU": 1} if t.use_gpu else {})
+    loop_config = {"cfg": cfg.to_dict(), "run_dir": str(run_dir), "rows": manifest["rows"],
+                   "resume_from": str(ckpt) if ckpt else None, "tracking_uri": tracker.uri,
+                   "run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
+                   "on_step": on_step}
+    return TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=run_dir.name, storage_path=str(run_dir.parent),
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints)),
+        datasets={"train": training_dataset(cfg, data_dir, manifest)},
+    )
 
 
 def _print_summary(s: dict) -> None:
