@@ -32,7 +32,7 @@ from djepa.data.encoded import batch_tokens, open_encoded, read_shard, training_
 from djepa.engine import build_optimizer, train_step  # noqa: E402
 from djepa.models.djepa import build_model  # noqa: E402
 from djepa.models.ema import make_ema  # noqa: E402
-from djepa.platform.loop import step_seed  # noqa: E402
+from djepa.train_loop import step_seed  # noqa: E402
 from djepa.platform.trainer import train  # noqa: E402
 
 

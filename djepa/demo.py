@@ -13,6 +13,7 @@ import numpy as np
 
 from djepa.checkpoint import load_weights
 from djepa.config import Config
+from djepa.console import say
 from djepa.lock import hold
 from djepa.local import resolve_device, train_local
 from djepa.samples import balanced_labels, sample_images, write_preview
@@ -29,18 +30,18 @@ def class_consistency_report(ema, cfg: Config, device) -> dict[str, float]:
         t = time.perf_counter()
         images = sample_images(ema, cfg, labels, cfg_scale=scale, seed=cfg.sample.seed + 1, device=device)
         report[f"cfg_{scale:g}"] = class_consistency(images, labels, cfg.data.source, cfg.eval.cache_dir)
-        print(f"[eval] class consistency at cfg {scale:g}: {report[f'cfg_{scale:g}']:.3f} "
-              f"({len(labels)} samples, {time.perf_counter() - t:.1f}s)", flush=True)
+        say("eval", f"class consistency at cfg {scale:g}: {report[f'cfg_{scale:g}']:.3f} "
+                    f"({len(labels)} samples, {time.perf_counter() - t:.1f}s)")
     return report
 
 
-def run_demo(cfg: Config) -> dict:
+def run_local_demo(cfg: Config) -> dict:
     out = Path(cfg.train.out_dir).resolve()
     with hold(out, "local demo"):  # first: a second demo into this directory is refused before any compute
-        return _run_demo(cfg, out)
+        return _run_local_demo(cfg, out)
 
 
-def _run_demo(cfg: Config, out: Path) -> dict:
+def _run_local_demo(cfg: Config, out: Path) -> dict:
     device = resolve_device(cfg.train.device)
     result = train_local(cfg, out)
     _, _, ema = load_weights(result.checkpoint, device)
@@ -57,7 +58,8 @@ def _run_demo(cfg: Config, out: Path) -> dict:
     if cfg.data.source in ("digits", "mnist5k"):
         summary["class_consistency"] = class_consistency_report(ema, cfg, device)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
-    print("\n[demo] done")
+    print()
+    say("demo", "done")
     print(f"  trained      {summary['steps']} steps in {summary['train_seconds']}s, loss "
           f"{summary['first_loss']:.4f} -> {summary['final_loss']:.4f}")
     print(f"  weights      {summary['checkpoint']}/model.safetensors")

@@ -1,8 +1,8 @@
-"""Single-process training and sampling without Ray: the embedded demo and the tests use it.
+"""Single-process training without Ray: the embedded demo and the tests use it.
 
-`train_local` streams random batches of an in-memory dataset through `train_step`,
-prints progress, stops at `train.steps` or `train.max_minutes`, and saves the
-model and EMA weights.
+`train_local` feeds the one training loop (djepa.train_loop) random batches of an in-memory
+dataset (a new shuffle every epoch, optional horizontal flips), and saves the model and EMA
+weights to <out>/checkpoint at train.checkpoint_every steps and at the end.
 """
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from djepa.checkpoint import save_checkpoint
 from djepa.config import Config
-from djepa.data.sources import load_arrays
-from djepa.engine import build_optimizer, checkpoint_blocks, compile_blocks, compile_enabled, train_step
+from djepa.console import say
+from djepa.data.sources import load_source
+from djepa.engine import build_optimizer
 from djepa.lock import hold
-from djepa.models.djepa import build_model
-from djepa.models.ema import ema_decay_at, make_ema
 from djepa.models.tokenizer import build_tokenizer
+from djepa.train_loop import Feed, Parts, TrainLog, build_for_training, new_state, train_loop
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,86 +37,75 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one entry per logged step
 
 
-def fmt_eta(seconds: float) -> str:
-    m, s = divmod(int(max(seconds, 0)), 60)
-    return f"{m}m{s:02d}s"
-
-
-def train_local(cfg: Config, out_dir: str | Path | None = None) -> TrainResult:
+def train_local(cfg: Config, out_dir: str | Path | None = None, *, on_step=None) -> TrainResult:
     """Train cfg's model on an in-memory source; returns where the weights went and the loss history.
-    The output directory is locked while training (djepa.lock): a second job into it is refused."""
+    The output directory is locked while training (djepa.lock): a second job into it is refused.
+    on_step: test hook, as in djepa.train_loop.train_loop."""
     out = Path(out_dir or cfg.train.out_dir).resolve()
     with hold(out, "local training"):
-        return _train_local(cfg, out)
+        return _train_local(cfg, out, on_step)
 
 
-def _train_local(cfg: Config, out: Path) -> TrainResult:
-    t = cfg.train
-    device = resolve_device(t.device)
-    torch.manual_seed(t.seed)
-    gen = torch.Generator().manual_seed(t.seed)
-
-    images, labels = load_arrays(cfg.data.source)
+def in_memory(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """cfg.data.source as tensors, checked against the tokenizer and the number of classes."""
+    images, labels = load_source(cfg.data.source)
     expect = (cfg.tokenizer.channels, cfg.tokenizer.image_size, cfg.tokenizer.image_size)
     if images.shape[1:] != expect:
         raise ValueError(f"data.source={cfg.data.source} gives images {images.shape[1:]}, but tokenizer expects "
                          f"(channels, image_size, image_size) = {expect}")
     if labels.max() >= cfg.model.num_classes:
         raise ValueError(f"data has label {labels.max()} but model.num_classes={cfg.model.num_classes}")
-    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def batches(cfg: Config, images: torch.Tensor, labels: torch.Tensor):
+    """-> a callable giving one pass (epoch) of (images, labels) batches: a fresh permutation, then per
+    batch the flips (data.hflip), all from one generator seeded with train.seed."""
+    gen, b = torch.Generator().manual_seed(cfg.train.seed), cfg.train.batch_size
+
+    def one_pass():
+        perm = torch.randperm(len(images), generator=gen)
+        for i in range(len(images) // b):
+            idx = perm[i * b: (i + 1) * b]
+            x = images[idx]
+            if cfg.data.hflip:
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            yield x, labels[idx]
+
+    return one_pass
+
+
+def _train_local(cfg: Config, out: Path, on_step) -> TrainResult:
+    t = cfg.train
+    device = resolve_device(t.device)
+    images, labels = in_memory(cfg)
     tokenizer = build_tokenizer(cfg.tokenizer).to(device)
-
-    model = build_model(cfg.model, cfg.tokenizer).to(device)
-    ema = make_ema(model)
-    if t.grad_checkpointing:  # after the EMA copy (it needs none), before compile (compiled with the checkpoint)
-        checkpoint_blocks(model)
-    compiled = compile_enabled(t, device)
-    if compiled:
-        compile_blocks(model, ema)
+    model, ema, compiled = build_for_training(cfg, device)
     opt = build_optimizer(model, t, fused=device.type == "cuda")  # one kernel per step on a GPU
-    amp = torch.bfloat16 if device.type == "cuda" else None
-    n = len(images)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"[train] {cfg.name}: {n} images, {params:,} parameters, batch {t.batch_size}, "
-          f"lr {t.lr:.2e}, up to {t.steps} steps" + (f" or {t.max_minutes} min" if t.max_minutes else "")
-          + f", device {device}" + (", torch.compile on (the first steps compile)" if compiled else ""), flush=True)
+    n, params = len(images), sum(p.numel() for p in model.parameters())
+    say("train", f"{cfg.name}: {n} images, {params:,} parameters, batch {t.batch_size}, lr {t.lr:.2e}, up to "
+                 f"{t.steps} steps" + (f" or {t.max_minutes} min" if t.max_minutes else "") + f", device {device}"
+                 + (", torch.compile on (the first steps compile)" if compiled else ""))
 
-    history, perm, pos = [], torch.randperm(n, generator=gen), 0
-    start = last = time.perf_counter()
-    step = last_step = 0
-    while step < t.steps:
-        if pos + t.batch_size > n:  # a new shuffle every epoch
-            perm, pos = torch.randperm(n, generator=gen), 0
-        idx = perm[pos: pos + t.batch_size]
-        pos += t.batch_size
-        x = images[idx]
-        if cfg.data.hflip:
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        tokens = tokenizer.encode(x.to(device))
-        decay = ema_decay_at(step, cfg.model.ema_decay, cfg.model.ema_warmup)  # one EMA update per step
-        res = train_step(model, ema, opt, tokens, labels[idx].to(device), step, t, decay, amp)
-        if not np.isfinite(res.loss):
-            raise FloatingPointError(f"loss became {res.loss} at step {step}; lower train.blr or check the data")
-        step += 1
-        elapsed = time.perf_counter() - start
-        if step % t.log_every == 0 or step == t.steps:
-            rate = (step - last_step) * t.batch_size / max(time.perf_counter() - last, 1e-9)
-            last, last_step = time.perf_counter(), step
-            rec = {"step": step, "loss": res.loss, "loss_d": res.loss_d, "loss_p": res.loss_p,
-                   "lr": res.lr, "grad_norm": res.grad_norm, "seconds": elapsed}
-            history.append(rec)
-            remaining = (t.steps - step) * elapsed / step
-            if t.max_minutes:
-                remaining = min(remaining, t.max_minutes * 60 - elapsed)
-            print(f"[train] step {step:>6}/{t.steps}  loss {res.loss:.4f} (L_d {res.loss_d:.4f}, "
-                  f"L_p {res.loss_p:.4f})  lr {res.lr:.2e}  |g| {res.grad_norm:.2f}  {rate:,.0f} img/s  "
-                  f"ETA {fmt_eta(remaining)}", flush=True)
-        if t.max_minutes and elapsed >= t.max_minutes * 60:
-            print(f"[train] time budget of {t.max_minutes} min reached at step {step}", flush=True)
-            break
+    ckpt, saved = out / "checkpoint", []
+
+    def save(state: dict, metrics: dict) -> None:
+        save_checkpoint(ckpt, cfg, model.state_dict(), ema.state_dict(), state)
+        saved.append(state["step"])
+
+    feed = Feed(batches(cfg, images, labels), lambda b: (tokenizer.encode(b[0].to(device)), b[1].to(device)),
+                steps_per_pass=n // t.batch_size, rows=n)
+    log = TrainLog(cfg, 0)
+    start = time.perf_counter()
+    stop, step = train_loop(cfg, model, ema, opt, new_state(), feed, Parts(log=log, save=save), device=device,
+                            run_dir=out, on_step=on_step)
     seconds = time.perf_counter() - start
-    ckpt = save_checkpoint(out / "checkpoint", cfg, model.state_dict(), ema.state_dict(),
-                           {"step": step, "ema_updates": step})
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    return TrainResult(ckpt, step, seconds, history)
+    (out / "history.json").write_text(json.dumps(log.history, indent=1))
+    if stop == "nan":
+        kept = f"{ckpt} (step {saved[-1]}) is intact" if saved else "nothing was saved"
+        raise FloatingPointError(f"loss or gradient became NaN/inf at step {step}; {kept}. Lower train.blr or "
+                                 f"raise train.warmup_steps")
+    if stop == "time":
+        say("train", f"time budget of {t.max_minutes} min reached at step {step}")
+    return TrainResult(ckpt, step, seconds, log.history)

@@ -29,9 +29,9 @@ if __name__ == "__main__":
     cfg, args = parse(__doc__, default_config="configs/digits.yaml" if LOCAL else "configs/mnist.yaml",
                       add_args=_flags)
     if args.local:
-        from djepa.demo import run_demo  # noqa: E402
+        from djepa.demo import run_local_demo  # noqa: E402
 
-        run(run_demo, cfg)
+        run(run_local_demo, cfg)
     else:
         from djepa.platform.demo import run_demo  # noqa: E402  (imports Ray: only after the config is valid)
 

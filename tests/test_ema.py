@@ -57,7 +57,7 @@ def test_short_run_ema_samples_as_well_as_the_raw_weights(tiny):
     often as the raw weights' samples; a constant decay (the old EMA, kept beside it) samples near chance."""
     import torch
 
-    from djepa.data.sources import load_arrays
+    from djepa.data.sources import load_source
     from djepa.engine import build_optimizer, train_step
     from djepa.eval.classifier import class_consistency
     from djepa.models.djepa import build_model
@@ -69,7 +69,7 @@ def test_short_run_ema_samples_as_well_as_the_raw_weights(tiny):
                "train.blr=4e-3", "train.warmup_steps=20", "train.steps=250", "train.lr_schedule=cosine",
                "model.token_loss.diffusion.sample_steps=20")
     torch.manual_seed(0)
-    images, labels = map(torch.from_numpy, load_arrays("digits"))
+    images, labels = map(torch.from_numpy, load_source("digits"))
     tokenizer = build_tokenizer(cfg.tokenizer)
     model = build_model(cfg.model, cfg.tokenizer)
     ema, constant = make_ema(model), make_ema(model)

@@ -84,11 +84,11 @@ def test_checkpointed_training_steps_equal_plain_ones(tiny):
 
 
 def test_local_training_checkpoints_when_asked_and_keeps_its_losses(tiny, tmp_path, monkeypatch):
-    import djepa.local
+    import djepa.train_loop
     from djepa.local import train_local
 
     applied = []
-    monkeypatch.setattr(djepa.local, "checkpoint_blocks", lambda m: applied.append(checkpoint_blocks(m)))
+    monkeypatch.setattr(djepa.train_loop, "checkpoint_blocks", lambda m: applied.append(checkpoint_blocks(m)))
     runs = {c: train_local(tiny(f"train.grad_checkpointing={c}", "train.steps=4", "train.log_every=2"),
                            tmp_path / str(c)) for c in (False, True)}
     assert applied == [3]  # only the run that asked for it

@@ -20,7 +20,7 @@ def test_demo_job_trains_samples_and_writes_outputs(tmp_path):
            "model.token_loss.diffusion.sample_steps=50"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "[train] step     40/600" in proc.stdout and "ETA" in proc.stdout
+    assert "[train] step      40/600 ep 2.8" in proc.stdout and "ETA" in proc.stdout
     assert "[demo] done" in proc.stdout and str(out) in proc.stdout
 
     history = json.loads((out / "history.json").read_text())

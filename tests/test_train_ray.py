@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 from djepa.checkpoint import verify_checkpoint
 from djepa.engine import lr_at
 from djepa.platform.trainer import checkpoints, train
+from train_faults import fail_once, nan_at
 
 
 def ray_config(tiny, tmp_path, data, *extra):
@@ -22,11 +23,10 @@ def events(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, encoded_digits, monkeypatch):
+def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, encoded_digits):
     run = tmp_path / "run"
-    monkeypatch.setenv("DJEPA_FAULT", "fail@13")  # the last rank raises once, before step 14
     cfg = ray_config(tiny, tmp_path, encoded_digits, "train.steps=30")
-    summary = train(cfg)
+    summary = train(cfg, on_step=fail_once(13))  # the last rank raises once, before step 14
     assert summary["status"] == "finished" and summary["step"] == 30
     assert (run / ".fault-fail-13").exists()  # the failure did happen
     assert [e["step"] for e in events(run) if e.get("event") == "resumed"] == [10]  # from the last checkpoint
@@ -39,7 +39,6 @@ def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, en
     assert verify_checkpoint(run / "checkpoint_0000030")["ema_updates"] == 30
 
     # continue the finished run: the step count and the warm-up go on where they stopped
-    monkeypatch.delenv("DJEPA_FAULT")
     more = ray_config(tiny, tmp_path, encoded_digits, "train.steps=40")
     assert train(more, resume=True)["step"] == 40
     assert verify_checkpoint(run / "checkpoint_0000040")["ema_updates"] == 40
@@ -65,12 +64,11 @@ def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, en
     assert client.get_run(mlrun.info.run_id).info.status == "FINISHED"
 
 
-def test_nan_stops_and_keeps_the_last_good_checkpoint(ray_session, tiny, tmp_path, encoded_digits, monkeypatch):
+def test_nan_stops_and_keeps_the_last_good_checkpoint(ray_session, tiny, tmp_path, encoded_digits):
     run = tmp_path / "run"
-    monkeypatch.setenv("DJEPA_FAULT", "nan@7")
     cfg = ray_config(tiny, tmp_path, encoded_digits, "train.workers=1", "train.steps=20", "train.checkpoint_every=5")
     with pytest.raises(FloatingPointError, match=r"NaN/inf at step 8.*checkpoint \(step 5\) is intact"):
-        train(cfg)
+        train(cfg, on_step=nan_at(7))
     assert [p.name for p in checkpoints(run)] == ["checkpoint_0000005"]
     assert verify_checkpoint(run / "checkpoint_0000005")["step"] == 5
     assert json.loads((run / "status.json").read_text())["status"] == "nan"
@@ -79,14 +77,13 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(ray_session, tiny, tmp_pat
     assert mlrun.info.status == "FAILED"
 
 
-def test_fsdp_shards_recovers_and_saves_plain_weights(ray_session, tiny, tmp_path, encoded_digits, monkeypatch):
+def test_fsdp_shards_recovers_and_saves_plain_weights(ray_session, tiny, tmp_path, encoded_digits):
     from djepa.checkpoint import load_weights
 
     run = tmp_path / "run"
-    monkeypatch.setenv("DJEPA_FAULT", "fail@7")  # the restart loads a checkpoint into the shards
     cfg = ray_config(tiny, tmp_path, encoded_digits, "train.parallel=fsdp", "train.steps=10",
                      "train.checkpoint_every=5", "train.warmup_steps=2")
-    assert train(cfg)["step"] == 10
+    assert train(cfg, on_step=fail_once(7))["step"] == 10  # the restart loads a checkpoint into the shards
     assert [e["step"] for e in events(run) if e.get("event") == "resumed"] == [5]
     logged = [e for e in events(run) if "loss" in e]
     assert [e["step"] for e in logged] == [5, 10] and logged[1]["loss"] < logged[0]["loss"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from djepa.config import Config, ConfigError, TokenizerConfig
 from djepa.data.images import FolderScan, decode_image, scan_folder, unreadable_headers
-from djepa.data.sources import load_arrays
+from djepa.data.sources import load_source
 from djepa.digest import files_sha256
 from djepa.lock import hold
 from djepa.models.tokenizer import moments_shape
@@ -115,7 +115,7 @@ def _source_dataset(cfg: Config, bad_dir: Path, scan: FolderScan | None = None):
         fn_kwargs = dict(size=t.image_size, channels=t.channels, classes=classes, root=root,
                          on_bad=cfg.data.on_bad_image, bad_dir=str(bad_dir))
         return ds.map_batches(_decode_batch, fn_kwargs=fn_kwargs, batch_size=cfg.data.encode_batch_size), classes
-    images, labels = load_arrays(cfg.data.source)
+    images, labels = load_source(cfg.data.source)
     if images.shape[1:] != (t.channels, t.image_size, t.image_size):
         raise ValueError(f"data.source={cfg.data.source} gives images {images.shape[1:]}, but the tokenizer expects "
                          f"(tokenizer.channels, tokenizer.image_size, tokenizer.image_size) = "

@@ -29,7 +29,7 @@ def load_mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 SOURCES = {"digits": load_digits_arrays, "mnist5k": load_mnist5k_arrays}
 
 
-def load_arrays(source: str) -> tuple[np.ndarray, np.ndarray]:
+def load_source(source: str) -> tuple[np.ndarray, np.ndarray]:
     if source not in SOURCES:
         raise ValueError(f"data.source={source!r} has no in-memory loader here; choose one of {sorted(SOURCES)}")
     return SOURCES[source]()

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from djepa.console import say
-from djepa.data.sources import SOURCES, load_arrays
+from djepa.data.sources import SOURCES, load_source
 
 VERSION = "mlp-256-128-v1"  # change it when the recipe below changes: old caches are then ignored
 HELD_OUT = 0.2
@@ -47,7 +47,7 @@ def to_input(images_u8) -> torch.Tensor:
 def real_split(source: str) -> dict[str, np.ndarray]:
     """The real images quantised exactly as samples are ([-1, 1] -> uint8 NHWC), split 80/20 by a fixed
     permutation (mnist5k comes sorted by class): train_x, train_y, held_x, held_y."""
-    x, y = load_arrays(source)
+    x, y = load_source(source)
     u8 = np.round((x + 1.0) * 127.5).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
     perm = np.random.default_rng(SEED).permutation(len(u8))
     cut = int(round((1 - HELD_OUT) * len(u8)))

@@ -14,9 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def say(msg: str) -> None:
-    print(f"[mlflow] {msg}", flush=True)
+from djepa.console import say
 
 
 def _alive(pgid: int) -> bool:
@@ -70,7 +68,7 @@ def start(root: str | Path, host: str = "127.0.0.1", port: int = 5000, backend_s
     state = {"url": url, "pid": proc.pid, "pgid": os.getpgid(proc.pid), "backend_store_uri": backend,
              "artifacts": str(root / "artifacts"), "log": str(root / "server.log"), "command": cmd}
     state_file.write_text(json.dumps(state, indent=1))
-    say(f"starting `mlflow server` (process group {state['pgid']}, log {state['log']}) ...")
+    say("mlflow", f"starting `mlflow server` (process group {state['pgid']}, log {state['log']}) ...")
     t0 = time.monotonic()
     while not _healthy(url):
         if proc.poll() is not None or time.monotonic() - t0 > timeout:
@@ -80,10 +78,10 @@ def start(root: str | Path, host: str = "127.0.0.1", port: int = 5000, backend_s
             raise RuntimeError(f"the MLflow server did not come up at {url} ({'exited' if proc.poll() is not None else 'timed out'}); "
                                f"the end of {state['log']}:\n{tail}")
         time.sleep(0.5)  # polling a child we started: nothing to wait on but its HTTP port
-    say(f"up in {time.monotonic() - t0:.0f}s at {url}")
-    say(f"  export MLFLOW_TRACKING_URI={url}")
-    say(f"  ray job submit --runtime-env-json '{{\"env_vars\": {{\"MLFLOW_TRACKING_URI\": \"{url}\"}}}}' ...")
-    say(f"  stop: python jobs/mlflow_server.py stop --root {root}")
+    say("mlflow", f"up in {time.monotonic() - t0:.0f}s at {url}")
+    say("mlflow", f"  export MLFLOW_TRACKING_URI={url}")
+    say("mlflow", f"  ray job submit --runtime-env-json '{{\"env_vars\": {{\"MLFLOW_TRACKING_URI\": \"{url}\"}}}}' ...")
+    say("mlflow", f"  stop: python jobs/mlflow_server.py stop --root {root}")
     return state
 
 
@@ -106,14 +104,14 @@ def stop(root: str | Path) -> bool:
     root = Path(root).resolve()
     state_file = _state_file(root)
     if not state_file.is_file():
-        say(f"no server state in {root}: nothing to stop")
+        say("mlflow", f"no server state in {root}: nothing to stop")
         return False
     state = json.loads(state_file.read_text())
     was = _alive(state["pgid"])
     _kill(state["pgid"])
     state_file.unlink(missing_ok=True)
-    say(f"stopped the server at {state['url']} (process group {state['pgid']})" if was else
-        f"the server at {state['url']} was no longer running; state removed")
+    say("mlflow", f"stopped the server at {state['url']} (process group {state['pgid']})" if was else
+                  f"the server at {state['url']} was no longer running; state removed")
     return was
 
 

@@ -3,17 +3,17 @@
 Before any Ray worker starts it validates the dataset (manifest, shards), the run
 directory (a new run never overwrites an old one; --resume needs one) and, on resume,
 the checkpoint and the model config. It opens the MLflow run, then hands over to
-`djepa.platform.loop.train_worker` and ends with a summary of where everything is.
+`djepa.platform.loop.train_worker` (which runs djepa.train_loop) and ends with a summary of where everything is.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from djepa.checkpoint import CheckpointError, load_optimizer_state, verify_checkpoint
 from djepa.config import Config, ConfigError, load_config
+from djepa.console import say
 from djepa.data.encode import encode, encoded_dir
 from djepa.data.encoded import open_encoded, training_dataset
 from djepa.lock import hold
@@ -78,24 +78,21 @@ def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Pat
     return run_dir, previous, ckpt
 
 
-def train(cfg: Config, resume: bool = False, resume_from: str | None = None) -> dict:
+def train(cfg: Config, resume: bool = False, resume_from: str | None = None, *, on_step=None) -> dict:
     """Train cfg with Ray Train; -> the summary (also printed and written to the run's summary.json).
-    The run directory is locked first: a second job into it is refused, naming this one (djepa.lock)."""
+    The run directory is locked first: a second job into it is refused, naming this one (djepa.lock).
+    on_step: test hook, run on every worker before each step (djepa.train_loop.train_loop)."""
     with hold(run_directory(cfg), "training"):
-        return _train(cfg, resume, resume_from)
+        return _train(cfg, resume, resume_from, on_step)
 
 
-def _train(cfg: Config, resume: bool, resume_from: str | None) -> dict:
+def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from djepa.platform.loop import train_worker
 
     run_dir, previous, ckpt = prepare_run(cfg, resume, resume_from)
     data_dir = encoded_dir(cfg)
     if not data_dir.exists() and cfg.data.source in BUNDLED:
-        print(f"[train] {data_dir} not found: encoding the bundled {cfg.data.source} data first", flush=True)
+        say("train", f"{data_dir} not found: encoding the bundled {cfg.data.source} data first")
         if not ray.is_initialized():
             ray.init()
         encode(cfg, data_dir)
@@ -112,25 +109,10 @@ def _train(cfg: Config, resume: bool, resume_from: str | None) -> dict:
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=1))
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
 
+    trainer = _torch_trainer(cfg, run_dir, data_dir, manifest, tracker, ckpt, on_step)
     t = cfg.train
-    resources = {"CPU": t.cpus_per_worker} | ({"GPU": 1} if t.use_gpu else {})
-    loop_config = {"cfg": cfg.to_dict(), "run_dir": str(run_dir), "rows": manifest["rows"],
-                   "resume_from": str(ckpt) if ckpt else None, "tracking_uri": tracker.uri,
-                   "run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
-                   "fault": os.environ.get("DJEPA_FAULT")}
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu,
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent),
-            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints)),
-        datasets={"train": training_dataset(cfg, data_dir, manifest)},
-    )
-    print(f"[train] {cfg.name}: {t.workers} worker(s) ({'GPU' if t.use_gpu else 'CPU'}), global batch "
-          f"{t.batch_size}, lr {t.lr:.2e}, {manifest['rows']:,} rows from {data_dir}, run dir {run_dir}", flush=True)
+    say("train", f"{cfg.name}: {t.workers} worker(s) ({'GPU' if t.use_gpu else 'CPU'}), global batch "
+                 f"{t.batch_size}, lr {t.lr:.2e}, {manifest['rows']:,} rows from {data_dir}, run dir {run_dir}")
     start = time.perf_counter()
     try:
         result = trainer.fit()
@@ -156,8 +138,35 @@ def _train(cfg: Config, resume: bool, resume_from: str | None) -> dict:
     return summary
 
 
+def _torch_trainer(cfg: Config, run_dir: Path, data_dir: Path, manifest: dict, tracker, ckpt: Path | None, on_step):
+    """Ray's TorchTrainer for the run: every worker runs train_worker on its share of the encoded dataset."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from djepa.platform.loop import train_worker
+
+    t = cfg.train
+    resources = {"CPU": t.cpus_per_worker} | ({"GPU": 1} if t.use_gpu else {})
+    loop_config = {"cfg": cfg.to_dict(), "run_dir": str(run_dir), "rows": manifest["rows"],
+                   "resume_from": str(ckpt) if ckpt else None, "tracking_uri": tracker.uri,
+                   "run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
+                   "on_step": on_step}
+    return TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=run_dir.name, storage_path=str(run_dir.parent),
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints)),
+        datasets={"train": training_dataset(cfg, data_dir, manifest)},
+    )
+
+
 def _print_summary(s: dict) -> None:
-    print("\n[train] " + (s["message"] or s["status"]))
+    print()
+    say("train", s["message"] or s["status"])
     print(f"  steps        {s['step']} in {s['seconds']} s")
     if s["metrics"]:
         print(f"  last loss    {s['metrics'].get('loss', float('nan')):.4f}")
