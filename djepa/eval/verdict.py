@@ -34,7 +34,7 @@ def likely_cause(cfg, step: int | None) -> tuple[str, str]:
     if step is not None and step < t.steps and t.max_minutes:
         return (f"training stopped at step {step} of train.steps={t.steps}: the time budget "
                 f"train.max_minutes={t.max_minutes:g} ran out (a slow or busy machine)",
-                f"continue the run with --resume and --set train.max_minutes=null (or a larger budget)")
+                "continue the run with --resume and --set train.max_minutes=null (or a larger budget)")
     if step is not None and not m.ema_warmup and m.ema_decay ** step > EMA_INIT_WEIGHT:
         return (f"the EMA weights (sampled from) are still {100 * m.ema_decay ** step:.0f}% the random "
                 f"initialisation: model.ema_decay={m.ema_decay:g} without warm-up after {step} steps",
