@@ -16,12 +16,13 @@ pass --decode to add a randomly initialised VAE decode of the configured archite
 
 --rng row (default) draws noise as sample_images does: a RowGenerator, one torch.Generator per
 image; --rng single uses one generator for the batch (shows what the per-image seeds cost).
---dtype is the sampler's own switch (sample.dtype, `generate(dtype=...)`): auto (the default: bf16
+--dtype is the sampler's precision switch (sample.dtype, applied by `djepa.fast.sampling_autocast` around
+`generate`, as sample_images does): auto (the default: bf16
 on CUDA, fp32 elsewhere), fp32 (TF32 off, torch's default), bf16 (transformer and denoiser under
 autocast, diffusion arithmetic fp32), or tf32 (fp32 with TF32 matmuls, a benchmark-only setting).
 --cuda-graphs / --no-cuda-graphs override sample.cuda_graphs (default on; CUDA only): the per-token
-loop replayed as CUDA graphs. Its first batch pays one capture per distinct token count, so time
---batches 2 to see the steady state.
+loop replayed as CUDA graphs (`djepa.fast.graph_token_sampler`, applied to the model before timing).
+Its first batch pays one capture per distinct token count, so time --batches 2 to see the steady state.
 cfg == 1.0 runs the conditional half only (the sampler doubles the batch only when cfg != 1).
 """
 from __future__ import annotations
@@ -39,9 +40,9 @@ import torch  # noqa: E402
 from _speed_common import Timer, build, count_params, env_info, max_memory_gib, setup_dtype, sync  # noqa: E402
 
 
-def graph_info(token_loss) -> dict | None:
-    cache = token_loss.__dict__.get("_graph_cache")
-    return None if cache is None else {"captured": len(cache.entries), "failed": cache.failed}
+def graph_info(graphed) -> dict | None:
+    """Captures of a djepa.fast.GraphedTokenSampler (None: sampled eagerly)."""
+    return None if graphed is None else {"captured": len(graphed.cache.entries), "failed": graphed.cache.failed}
 
 
 def main(argv=None) -> dict:
@@ -69,6 +70,7 @@ def main(argv=None) -> dict:
     from djepa.config import load_config
     import numpy as np
 
+    from djepa.fast import graph_token_sampler, sampling_autocast
     from djepa.models.rng import RowGenerator
     from djepa.samples import sample_seeds
     from djepa.models.sampler import generate
@@ -93,6 +95,7 @@ def main(argv=None) -> dict:
     build_s = time.perf_counter() - t0
     params = count_params(model)
     model.eval().requires_grad_(False)
+    graphed = graph_token_sampler(model, graphs and device.type == "cuda")  # speed from outside, as sample_images
 
     # phase breakdown: instance-level wrappers (no source edits), synchronize around each call
     phases = {"transformer": 0.0, "token_sampler": 0.0}
@@ -134,8 +137,8 @@ def main(argv=None) -> dict:
         seeds = sample_seeds(args.seed, np.arange(i * bs, (i + 1) * bs))
         gen = RowGenerator(seeds, device) if args.rng == "row" else \
             torch.Generator(device=device).manual_seed(args.seed + i)
-        tokens = generate(model, labels, steps, cfg_scale, schedule, temperature, generator=gen,
-                          dtype=sample_dtype, cuda_graphs=graphs)
+        with sampling_autocast(device, sample_dtype):
+            tokens = generate(model, labels, steps, cfg_scale, schedule, temperature, generator=gen)
         return tokens, None if tokenizer is None else tokenizer.decode(tokens)
 
     if device.type == "cuda":
@@ -165,7 +168,7 @@ def main(argv=None) -> dict:
         "dtype": args.dtype,
         "autocast": str(sample_dtype),
         "cuda_graphs": graphs and device.type == "cuda",
-        "graphs": graph_info(model.token_loss),
+        "graphs": graph_info(graphed),
         "batch_size": bs,
         "ar_steps": ar_steps,
         "cfg": cfg_scale,

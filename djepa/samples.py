@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from djepa.config import Config, SampleConfig
+from djepa.fast import graph_token_sampler, sampling_autocast
 from djepa.models.rng import RowGenerator
 from djepa.models.sampler import generate
 from djepa.models.tokenizer import build_tokenizer
@@ -97,7 +98,7 @@ def grid_scale(image_size: int) -> int:
 
 
 def sampling_dtype(s: SampleConfig, device: torch.device | str) -> torch.dtype | None:
-    """sample.dtype for `device` -> the autocast dtype for `generate` (None: plain fp32)."""
+    """sample.dtype for `device` -> the autocast dtype around `generate` (None: plain fp32)."""
     bf16 = s.dtype == "bf16" or (s.dtype == "auto" and torch.device(device).type == "cuda")
     return torch.bfloat16 if bf16 else None
 
@@ -125,18 +126,21 @@ def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | Non
                   indices: np.ndarray | None = None) -> np.ndarray:
     """Class-conditional samples -> uint8 (N, H, W, C), in batches of sample.batch_size; sample i (of
     `indices`, default 0..N-1) draws all its noise from its own seed. Pass `tokenizer` to reuse a loaded VAE.
-    Precision and CUDA graphs follow sample.dtype and sample.cuda_graphs (the decoder runs as before)."""
+    Precision and CUDA graphs follow sample.dtype and sample.cuda_graphs, applied here from outside the model
+    (djepa.fast; graphs stay installed on `model` for its next call); the decoder runs in fp32 as before."""
     s = cfg.sample
     if tokenizer is None:
         tokenizer = build_tokenizer(cfg.tokenizer).to(device)
     indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
     seeds = sample_seeds(s.seed if seed is None else seed, indices)
+    graph_token_sampler(model, s.cuda_graphs)  # used on CUDA only: eager elsewhere
     out = []
     for i in range(0, len(labels), s.batch_size):
         y = torch.as_tensor(labels[i: i + s.batch_size], device=device)
         rows = RowGenerator(seeds[i: i + s.batch_size], device)
-        tokens = generate(model, y, s.ar_steps, s.cfg if cfg_scale is None else cfg_scale, s.cfg_schedule,
-                          s.temperature, generator=rows, dtype=sampling_dtype(s, device), cuda_graphs=s.cuda_graphs)
+        with sampling_autocast(device, sampling_dtype(s, device)):
+            tokens = generate(model, y, s.ar_steps, s.cfg if cfg_scale is None else cfg_scale, s.cfg_schedule,
+                              s.temperature, generator=rows)
         out.append(to_uint8(tokenizer.decode(tokens)))
     return np.concatenate(out)
 

@@ -130,8 +130,11 @@ def test_flow_ode_with_exact_velocity_maps_noise_to_target(solver):
     cfg = TokenLossConfig(kind="flow", depth=1, width=8, flow={"sample_steps": 200, "solver": solver})
     flow = FlowLoss(1, 1, cfg)
 
-    class ExactVelocity(torch.nn.Module):
-        def forward(self, x, t, z):  # E[x1 - eps | x_t], x_t = t x1 + (1 - t) eps
+    class ExactVelocity(torch.nn.Module):  # the sampler's view of a Denoiser: cond_embed(z), denoise(x, t, cond)
+        def cond_embed(self, z):
+            return z
+
+        def denoise(self, x, t, cond):  # E[x1 - eps | x_t], x_t = t x1 + (1 - t) eps
             t = t[:, None] / 1000.0
             var = t**2 * s**2 + (1 - t) ** 2
             x1_hat = mu + t * s**2 * (x - t * mu) / var

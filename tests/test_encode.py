@@ -73,6 +73,28 @@ def test_encode_stops_at_a_bad_image_by_default(ray_session, tiny, tmp_path):
     # alive until the end of the test, through the traceback of the error Ray Data logs)
 
 
+def test_encode_stops_at_an_image_broken_after_its_header(ray_session, tiny, tmp_path):
+    """A file whose header Pillow identifies (so the driver's check passes) but whose body is cut: the Ray
+    decode task finds it and records it; the job fails with the same error, naming the file."""
+    from PIL import Image
+
+    from djepa.data.images import decode_image, unreadable_headers
+
+    root = _image_folder(tmp_path / "imgs")
+    (root / "class_1" / "broken.png").unlink()
+    Image.fromarray(np.full((16, 14, 3), 7, np.uint8)).save(root / "class_0" / "cut.png")
+    data = (root / "class_0" / "cut.png").read_bytes()
+    (root / "class_0" / "cut.png").write_bytes(data[: len(data) // 2])
+    assert unreadable_headers([str(root / "class_0" / "cut.png")]) == []
+    with pytest.raises(Exception):
+        decode_image((root / "class_0" / "cut.png").read_bytes(), 8, 3)
+    out = tmp_path / "enc"
+    with pytest.raises(BadImageError, match=r"^unreadable image \S*class_0/cut.png \(\w+Error: .*\)\. Remove it, or set "
+                                            r"data.on_bad_image=skip"):
+        encode(tiny(*VAE, f"data.root={root}", f"data.encoded_dir={out}"))
+    assert not out.exists() and not list(tmp_path.glob(".enc.tmp*"))
+
+
 def test_encode_folder_with_vae_skips_bad_images(ray_session, tiny, tmp_path):
     from djepa.data.images import decode_image
 

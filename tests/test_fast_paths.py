@@ -3,21 +3,25 @@
 - fp32 (the CPU default): bit-identical to a copy of the sampler as it was before the fast paths
   (per-row coefficient gathers, the condition embedded at every step, four host syncs per train step).
 - bf16 autocast: close to fp32 within a stated tolerance; the diffusion arithmetic stays fp32.
-- CUDA graphs: a switch that falls back to eager on CPU; bit-identical to eager on a GPU (skipped here).
+- CUDA graphs: a wrapper (djepa.fast) that falls back to eager on CPU; bit-identical to eager on a GPU (skipped here).
+Both are applied from outside the model (djepa.fast), which stays the paper's maths.
 """
 import copy
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from djepa.engine import build_optimizer, lr_at, train_step, weight_decay_at
 from djepa.models.djepa import build_model
 from djepa.models.ema import make_ema
-from djepa.models.graphs import GraphCache
+from djepa.fast import GraphCache, GraphedTokenSampler, graph_token_sampler, sampling_autocast
 from djepa.models.masking import mask_ratio_distribution
 from djepa.models.rng import RowGenerator, rand, randn
 from djepa.models.sampler import ar_schedule, cfg_at, generate
-from djepa.models.token_loss import _guided
+from djepa.models.token_loss import guide
 from djepa.samples import sampling_dtype
 
 
@@ -44,7 +48,7 @@ def _old_diffusion_sample(tl, z, temperature, cfg, guided, generator):
     for k, i in enumerate(reversed(range(d.num_timesteps))):
         t = torch.full((x.shape[0],), i, dtype=torch.long)
         tt = d.timestep_map[t]
-        out = tl.net(x, tt, z) if not guided else _guided(tl.net(torch.cat([x, x]), torch.cat([tt, tt]), z), cfg,
+        out = tl.net(x, tt, z) if not guided else guide(tl.net(torch.cat([x, x]), torch.cat([tt, tt]), z), cfg,
                                                           tl.token_dim)
         eps, v = out.chunk(2, dim=-1)
         frac = (v + 1) / 2
@@ -106,16 +110,17 @@ def test_bf16_sampling_is_close_to_fp32_and_keeps_diffusion_math_fp32(tiny, kind
         pmv = d.p_mean_variance
         d.p_mean_variance = lambda out, xt, t: (seen["update"].update({out.dtype, xt.dtype}), pmv(out, xt, t))[1]
     ref = generate(m, labels, ar_steps=4, cfg=cfg, temperature=0.9, generator=RowGenerator(range(6)))
-    fast = generate(m, labels, ar_steps=4, cfg=cfg, temperature=0.9, generator=RowGenerator(range(6)),
-                    dtype=torch.bfloat16)
+    with sampling_autocast("cpu", torch.bfloat16):
+        fast = generate(m, labels, ar_steps=4, cfg=cfg, temperature=0.9, generator=RowGenerator(range(6)))
     assert fast.dtype == torch.float32 and _close_in_bf16(fast, ref)
     assert seen["net"] == {torch.float32, torch.bfloat16}  # the denoiser ran in both precisions
     if kind == "diffusion":
         assert seen["update"] == {torch.float32}  # guidance, posterior and update in fp32 for both
     # per-sample seeds: here the bf16 samples do not depend on the batch either (also on an H100, see
     # the GPU test below); not guaranteed in general, as a bf16 GEMM may pick a kernel per row count
-    halves = [generate(m, labels[s], ar_steps=4, cfg=cfg, temperature=0.9, dtype=torch.bfloat16,
-                       generator=RowGenerator(range(6)[s])) for s in (slice(0, 2), slice(2, 6))]
+    with sampling_autocast("cpu", torch.bfloat16):
+        halves = [generate(m, labels[s], ar_steps=4, cfg=cfg, temperature=0.9,
+                           generator=RowGenerator(range(6)[s])) for s in (slice(0, 2), slice(2, 6))]
     assert torch.equal(torch.cat(halves), fast)
 
 
@@ -132,10 +137,41 @@ def test_sample_dtype_switch():
 def test_cuda_graphs_switch_falls_back_cleanly_on_cpu(tiny):
     m, labels = _model(tiny), torch.tensor([2, 5])
     plain = generate(m, labels, ar_steps=4, cfg=3.0, generator=RowGenerator([1, 2]))
-    graphed = generate(m, labels, ar_steps=4, cfg=3.0, generator=RowGenerator([1, 2]), cuda_graphs=True)
-    assert torch.equal(plain, graphed) and "_graph_cache" not in m.token_loss.__dict__
+    graphed = graph_token_sampler(m)
+    assert isinstance(graphed, GraphedTokenSampler) and graph_token_sampler(m) is graphed  # installed once
+    copied = make_ema(m).token_loss  # a copy samples through its own wrapper, with an empty cache
+    assert copied.sample_from_noise.token_loss is copied and copied.sample_from_noise.cache is not graphed.cache
+    calls = []
+    eager = graphed.eager
+    graphed.eager = lambda *a: calls.append(a[0].shape[0]) or eager(*a)
+    out = generate(m, labels, ar_steps=4, cfg=3.0, generator=RowGenerator([1, 2]))
+    assert torch.equal(plain, out) and len(calls) == 4  # every AR step went through the wrapper, eagerly
+    assert graphed.cache.entries == {} and graphed.cache.stream is None  # nothing captured on a CPU
+    assert graph_token_sampler(m, on=False) is None and "sample_from_noise" not in m.token_loss.__dict__
+    assert torch.equal(generate(m, labels, ar_steps=4, cfg=3.0, generator=RowGenerator([1, 2])), plain)
     cache = GraphCache(5)
     assert copy.deepcopy(cache).entries == {} and copy.deepcopy(cache).max_graphs == 5
+
+
+def test_sample_images_applies_the_switches_from_outside(tiny):
+    """sample.cuda_graphs and sample.dtype reach the model through djepa.fast; the bytes do not change on CPU."""
+    from djepa.samples import sample_images
+
+    m, labels = _model(tiny), np.arange(4) % 10
+    on, off = (tiny(f"sample.cuda_graphs={v}", "sample.ar_steps=4") for v in ("true", "false"))
+    graphed = sample_images(m, on, labels)
+    assert isinstance(m.token_loss.__dict__.get("sample_from_noise"), GraphedTokenSampler)
+    plain = sample_images(m, off, labels)
+    assert "sample_from_noise" not in m.token_loss.__dict__ and np.array_equal(graphed, plain)
+
+
+def test_the_model_maths_mention_no_cuda_graphs():
+    """CUDA graphs are djepa.fast's business; djepa/models only holds the maths (the import layering is
+    asserted elsewhere)."""
+    root = Path(__file__).resolve().parents[1] / "djepa" / "models"
+    hits = [f"{p.name}: {line.strip()}" for p in sorted(root.rglob("*.py")) for line in p.read_text().splitlines()
+            if re.search(r"cuda_graphs|CUDAGraph|cuda\.graph|graph_pool|run_maybe_graphed|GraphCache", line)]
+    assert hits == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -144,15 +180,17 @@ def test_cuda_graphs_equal_eager_on_gpu(tiny, kind):
     m, labels = _model(tiny, kind, "cuda"), torch.arange(6, device="cuda")
 
     def run(graphs, dtype=torch.bfloat16, rows=range(6), y=labels):
-        return generate(m, y, ar_steps=4, cfg=3.0, temperature=0.9, generator=RowGenerator(rows, "cuda"),
-                        dtype=dtype, cuda_graphs=graphs)
+        graph_token_sampler(m, graphs)
+        with sampling_autocast("cuda", dtype):
+            return generate(m, y, ar_steps=4, cfg=3.0, temperature=0.9, generator=RowGenerator(rows, "cuda"))
 
     for dtype in (None, torch.bfloat16):
         eager, first, again = run(False, dtype), run(True, dtype), run(True, dtype)  # eager, capture, replay
         print(f"{kind} {dtype}: graph - eager max |diff| {(first - eager).abs().max().item():.3g}, "
               f"{(again - eager).abs().max().item():.3g}")
         assert torch.equal(first, eager) and torch.equal(again, eager)  # the same kernels, replayed
-    assert not m.token_loss._graph_cache.failed and len(m.token_loss._graph_cache.entries) >= 2
+    graphed = graph_token_sampler(m)
+    assert not graphed.cache.failed and len(graphed.cache.entries) >= 2
     with torch.no_grad():  # weights updated in place (as the EMA is): the graphs see the new values
         for p in m.token_loss.net.parameters():
             p.mul_(1.01)

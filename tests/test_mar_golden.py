@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from djepa.checkpoint import load_weights
 from djepa.models.sampler import ar_schedule, cfg_at
-from djepa.models.token_loss import _guided
+from djepa.models.token_loss import guide
 
 FIX = Path(__file__).parent / "fixtures" / "mar"
 
@@ -152,7 +152,7 @@ def test_reverse_step_equals_mars_p_sample(mar_tiny, golden, cfg_scale):
         if cfg_scale == 1.0:
             out = net(x_t, tm, golden["cond"])
         else:  # [cond; uncond] rows, eps guided, the variance of the conditional half kept (MAR's forward_with_cfg)
-            out = _guided(net(torch.cat([x_t, x_t]), torch.cat([tm, tm]), torch.cat([golden["cond"], golden["cond_uncond"]])),
+            out = guide(net(torch.cat([x_t, x_t]), torch.cat([tm, tm]), torch.cat([golden["cond"], golden["cond_uncond"]])),
                           cfg_scale, channels=16)
         sample, x0 = gen.p_sample(out, x_t, t, golden["step_noise"], temperature=0.9)
     if cfg_scale == 1.0:

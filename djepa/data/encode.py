@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import re
 import shutil
 import time
 import uuid
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from djepa.config import Config, ConfigError, TokenizerConfig
+from djepa.console import say
 from djepa.data.images import FolderScan, decode_image, scan_folder, unreadable_headers
 from djepa.data.sources import load_source
 from djepa.digest import files_sha256
@@ -57,6 +57,20 @@ def encoded_dir(cfg: Config) -> Path:
 class BadImageError(ValueError):
     """An image that cannot be decoded, with data.on_bad_image=fail (a user error: the job exits 2 naming it)."""
 
+    @classmethod
+    def of(cls, bad: list[str]) -> "BadImageError":
+        """From records "path<TAB>why" (the first one named, the others counted)."""
+        path, why = bad[0].split("\t", 1)
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        return cls(f"unreadable image {path} ({why}){more}. Remove it, or set data.on_bad_image=skip to skip "
+                   f"and count such files")
+
+
+def _bad_records(bad_dir: Path) -> list[str]:
+    """The "path<TAB>why" records the decode tasks wrote to `bad_dir`, sorted (once each: a retried task
+    records its file again)."""
+    return sorted({line for p in bad_dir.glob("*.txt") for line in p.read_text().splitlines()})
+
 
 class Tokenize:
     """Actor-pool callable: a batch of images -> posterior moments of each image and of its mirror."""
@@ -80,23 +94,26 @@ class Tokenize:
 
 def _decode_batch(batch: dict, size: int, channels: int, classes: list[str], root: str, on_bad: str,
                   bad_dir: str) -> dict:
-    """Bytes + paths -> images, labels from the parent folder; unreadable files skipped (listed) or fatal."""
+    """Bytes + paths -> images, labels from the parent folder. Unreadable files are recorded in `bad_dir` as
+    "path<TAB>why" and skipped, or, with on_bad=fail, recorded and then the task fails (stopping the pipeline):
+    the driver reports the record, which reaches it intact whatever Ray does to the exception."""
     images, labels, keys, bad = [], [], [], []
     index = {c: i for i, c in enumerate(classes)}  # the top folder under root is the class (images may be nested)
     for data, path in zip(batch["bytes"], batch["path"]):
         try:
             images.append(decode_image(data, size, channels))
         except Exception as err:  # PIL raises many types for a broken file
-            if on_bad == "fail":
-                raise ValueError(f"unreadable image {path}: {err}. Remove the file, or set "
-                                 f"data.on_bad_image=skip to skip and count such files") from None
             bad.append(f"{path}\t{type(err).__name__}: {err}")
+            if on_bad == "fail":
+                break
             continue
         rel = Path(path).relative_to(root)
         labels.append(index[rel.parts[0]])
         keys.append(str(rel))
     if bad:
         Path(bad_dir, f"{uuid.uuid4().hex}.txt").write_text("\n".join(bad) + "\n")
+        if on_bad == "fail":
+            raise BadImageError.of(bad)
     arr = np.stack(images) if images else np.zeros((0, channels, size, size), np.float32)
     return {"image": arr, "label": np.asarray(labels, np.int64), "key": np.asarray(keys, dtype=object)}
 
@@ -142,33 +159,61 @@ def encode(cfg: Config, out: str | Path | None = None) -> dict:
         return _encode_locked(cfg, out)
 
 
-def _encode_locked(cfg: Config, out: Path) -> dict:
-    import ray
-
-    settings, digest = encode_settings(cfg), encode_hash(cfg)
+def _finished(out: Path, digest: str) -> dict | None:
+    """The manifest of a finished output with these settings, None when there is no output yet."""
     if (out / "manifest.json").is_file():
         manifest = json.loads((out / "manifest.json").read_text())
         if manifest.get("encode_hash") != digest:
             raise FileExistsError(
                 f"{out} already holds a dataset encoded with other settings ({manifest.get('settings')}); "
                 f"choose another data.encoded_dir or delete that directory")
-        print(f"[encode] {out} is already complete ({manifest['rows']:,} rows); nothing to do", flush=True)
         return manifest
     if out.exists():
         raise FileExistsError(f"{out} exists but holds no manifest.json (an unfinished or foreign directory); "
                               f"delete it or choose another data.encoded_dir")
-    scan = None
-    if cfg.data.source == "folder":  # the layout is checked here, in the driver, before Ray starts
-        scan = scan_folder(cfg.data.root)
-        print(f"[encode] {cfg.data.root}: {len(scan.classes)} classes, {len(scan.files):,} image files, "
-              f"{len(scan.ignored)} other file(s) ignored" + (" (listed in ignored_files.txt)" if scan.ignored
-                                                               else ""), flush=True)
-        if cfg.data.on_bad_image == "fail":  # a header that Pillow cannot identify is named before Ray starts
-            bad = unreadable_headers(scan.files)
-            if bad:
-                raise BadImageError(f"unreadable image {bad[0].split(chr(9))[0]} ({bad[0].split(chr(9))[1]})"
-                                    + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
-                                    + ". Remove it, or set data.on_bad_image=skip to skip and count such files")
+    return None
+
+
+def _scan(cfg: Config) -> FolderScan | None:
+    """A folder source's layout, checked here, in the driver, before Ray starts (None for other sources)."""
+    if cfg.data.source != "folder":
+        return None
+    scan = scan_folder(cfg.data.root)
+    say("encode", f"{cfg.data.root}: {len(scan.classes)} classes, {len(scan.files):,} image files, "
+                  f"{len(scan.ignored)} other file(s) ignored" + (" (listed in ignored_files.txt)" if scan.ignored
+                                                                   else ""))
+    if cfg.data.on_bad_image == "fail":  # a header that Pillow cannot identify is named before Ray starts
+        bad = unreadable_headers(scan.files)
+        if bad:
+            raise BadImageError.of(bad)
+    return scan
+
+
+def _manifest(cfg: Config, classes: list[str], files: list[dict], bad: list[str], scan: FolderScan | None,
+              seconds: float) -> dict:
+    t, shape = cfg.tokenizer, moments_shape(cfg.tokenizer)
+    return {
+        "format": FORMAT, "source": cfg.data.source, "root": encode_settings(cfg)["root"], "classes": classes,
+        "num_classes": len(classes), "rows": sum(f["rows"] for f in files), "skipped": len(bad),
+        "ignored": len(scan.ignored) if scan else 0,
+        "tokenizer": t.kind, "vae": t.vae.weights if t.kind == "vae" else None,
+        "scale_factor": t.vae.scale_factor if t.kind == "vae" else None,
+        # moments hold (mean, log-variance) for a VAE, so twice the latent channels
+        "moments_shape": list(shape), "latent_shape": [shape[0] // (2 if t.kind == "vae" else 1), *shape[1:]],
+        "dtype": "float32", "columns": ["key", "label", "moments", "moments_flip"], "files": files,
+        "settings": encode_settings(cfg), "encode_hash": encode_hash(cfg), "config_hash": cfg.hash(),
+        "seconds": round(seconds, 1),
+    }
+
+
+def _encode_locked(cfg: Config, out: Path) -> dict:
+    import ray
+
+    manifest = _finished(out, encode_hash(cfg))
+    if manifest:
+        say("encode", f"{out} is already complete ({manifest['rows']:,} rows); nothing to do")
+        return manifest
+    scan = _scan(cfg)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     (tmp / "_bad").mkdir(parents=True)
     if scan and scan.ignored:
@@ -182,38 +227,24 @@ def _encode_locked(cfg: Config, out: Path) -> dict:
         ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer": cfg.tokenizer.model_dump(mode="json")},
                             batch_size=cfg.data.encode_batch_size, num_gpus=gpus or None,
                             compute=ray.data.ActorPoolStrategy(size=cfg.data.encode_workers))
-        print(f"[encode] {cfg.data.source} -> {out} with the {cfg.tokenizer.kind} tokenizer, "
-              f"{cfg.data.encode_workers} tokenizer actor(s)", flush=True)
+        say("encode", f"{cfg.data.source} -> {out} with the {cfg.tokenizer.kind} tokenizer, "
+                      f"{cfg.data.encode_workers} tokenizer actor(s)")
         ds.write_parquet(str(tmp / "shards"), min_rows_per_file=cfg.data.rows_per_file)
-        bad = [line for p in sorted((tmp / "_bad").glob("*.txt")) for line in p.read_text().splitlines()]
+        bad = _bad_records(tmp / "_bad")
         shutil.rmtree(tmp / "_bad")
         if bad:
-            (tmp / "bad_images.txt").write_text("\n".join(sorted(bad)) + "\n")
-        files = _shard_files(tmp / "shards")
-        rows = sum(f["rows"] for f in files)
-        if rows == 0:
+            (tmp / "bad_images.txt").write_text("\n".join(bad) + "\n")
+        manifest = _manifest(cfg, classes, _shard_files(tmp / "shards"), bad, scan, time.perf_counter() - start)
+        if manifest["rows"] == 0:
             raise ValueError(f"no image of data.source={cfg.data.source} could be encoded ({len(bad)} unreadable)")
-        t, shape = cfg.tokenizer, moments_shape(cfg.tokenizer)
-        manifest = {
-            "format": FORMAT, "source": cfg.data.source, "root": settings["root"], "classes": classes,
-            "num_classes": len(classes), "rows": rows, "skipped": len(bad),
-            "ignored": len(scan.ignored) if scan else 0,
-            "tokenizer": t.kind, "vae": t.vae.weights if t.kind == "vae" else None,
-            "scale_factor": t.vae.scale_factor if t.kind == "vae" else None,
-            # moments hold (mean, log-variance) for a VAE, so twice the latent channels
-            "moments_shape": list(shape), "latent_shape": [shape[0] // (2 if t.kind == "vae" else 1), *shape[1:]],
-            "dtype": "float32", "columns": ["key", "label", "moments", "moments_flip"], "files": files,
-            "settings": settings, "encode_hash": digest, "config_hash": cfg.hash(),
-            "seconds": round(time.perf_counter() - start, 1),
-        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         tmp.rename(out)  # the output appears only when complete
-    except BaseException as err:
+    except BaseException:
+        # a decode task that met a bad image (data.on_bad_image=fail) left its record: report that, not Ray's error
+        failure = _bad_records(tmp / "_bad") if cfg.data.on_bad_image == "fail" else []
         shutil.rmtree(tmp, ignore_errors=True)
-        found = re.search(r"Error: (unreadable image [^\n]*)", str(err))
-        if not found:
+        if not failure:
             raise
-        failure = found.group(1)
     else:
         failure = None
     # Ray Data releases the tokenizer actors only when the dataset is collected, and its plan holds
@@ -221,10 +252,10 @@ def _encode_locked(cfg: Config, out: Path) -> dict:
     ds = None
     gc.collect()
     if failure:  # a clean error: Ray's traceback would keep the dataset (and its actors) alive
-        raise BadImageError(failure)
+        raise BadImageError.of(failure)
     skipped = f", {len(bad)} unreadable image(s) skipped (listed in {out / 'bad_images.txt'})" if bad else ""
     if manifest["ignored"]:
         skipped += f", {manifest['ignored']} other file(s) ignored (listed in {out / 'ignored_files.txt'})"
-    print(f"[encode] wrote {rows:,} rows in {len(files)} shard(s) to {out} in {manifest['seconds']} s{skipped}",
-          flush=True)
+    say("encode", f"wrote {manifest['rows']:,} rows in {len(manifest['files'])} shard(s) to {out} in "
+                  f"{manifest['seconds']} s{skipped}")
     return manifest

@@ -169,7 +169,7 @@ class GaussianDiffusion(nn.Module):
     def sample_loop(self, net: Callable, noise, temperature: float = 1.0, step_noise=None):
         """Ancestral sampling from x_T = noise (M, C); `net(x, t_original)` returns (eps, v).
         step_noise (M, steps - 1, C) is the noise of each step, drawn by the caller (per sample if it likes).
-        temperature may be a 0-dim tensor (a CUDA graph's input)."""
+        temperature: a float or a 0-dim tensor."""
         x = noise
         for k, i in enumerate(reversed(range(self.num_timesteps))):
             # every row is at step i: t for the net from the host-side map, coefficients as 0-dim views

@@ -6,12 +6,12 @@ next set with the token loss's sampler. T = N is next-token prediction, T = 1 is
 one-shot. Tokens given up front (a keep-mask) make the same loop in- or outpaint.
 
 The loop never waits for the device: its schedule, slices and guidance scales are host-side
-integers and floats, and only an inpainting call reads the keep-mask back (once).
+integers and floats, and only an inpainting call reads the keep-mask back (once). Precision and
+speed are the caller's (torch.autocast around the call; djepa.fast wraps the token sampler).
 """
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import torch
 
@@ -59,47 +59,22 @@ def generate(
     tokens: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
     force_guidance: bool = False,
-    dtype: torch.dtype | None = None,
-    cuda_graphs: bool = False,
 ) -> torch.Tensor:
     """labels (B,) -> tokens (B, N, C). With `tokens` and `keep` (B, N) bool, kept tokens are given
     (inpainting / outpainting) and returned bit-exactly; every row must keep the same number.
     The batch is doubled (conditional + null class) only when cfg != 1 or `force_guidance`.
-    A RowGenerator (one seed per label) makes each sample independent of its batch.
-    dtype (e.g. torch.bfloat16): autocast dtype of the transformer and the denoiser; the diffusion
-    arithmetic stays float32 (see token_loss). cuda_graphs: replay the per-token loop as CUDA graphs
-    (GPU only; elsewhere ignored)."""
+    A RowGenerator (one seed per label) makes each sample independent of its batch."""
     model.eval()
     b, n, c = labels.shape[0], model.num_tokens, model.token_dim
-    device = labels.device
-    if tokens is None:
-        tokens = torch.zeros(b, n, c, device=device)
-        keep, known = None, 0  # nothing given: no need to read a mask back from the device
-    elif keep is None:
-        raise ValueError("inpainting needs `keep`, a (B, N) bool mask of the given tokens")
-    else:
-        tokens = tokens.clone()
-        known = int(keep[0].sum())
-        if not bool((keep.sum(dim=1) == known).all()):
-            raise ValueError("every row of `keep` must mark the same number of given tokens")
+    tokens, keep, known = _given(tokens, keep, (b, n, c), labels.device)
     if known == n:
         return tokens
     # random order: given tokens first (already "generated"), then a random order of the rest
-    keys = rand((b, n), generator, device)
+    keys = rand((b, n), generator, labels.device)
     orders = (keys if keep is None else keys.masked_fill(keep, -1.0)).argsort(dim=1)
-    model.token_loss.cuda_graphs = cuda_graphs
-    # no autocast cast cache: the weights are constant here, and a cache would leak into CUDA graphs
-    amp = torch.autocast(device.type, dtype=dtype, cache_enabled=False) if dtype is not None else nullcontext()
-    with amp:
-        return _loop(model, labels, tokens, orders, known, ar_steps, cfg, cfg_schedule, temperature, generator,
-                     force_guidance or cfg != 1.0)
-
-
-def _loop(model, labels, tokens, orders, known, ar_steps, cfg, cfg_schedule, temperature, generator, guided):
-    """Algorithm 1 from `known` given tokens, in the random `orders` (B, N); fills `tokens` in place."""
-    b, n, c = tokens.shape
+    guided = force_guidance or cfg != 1.0
     cls = model.class_embedding(labels)
-    if guided:
+    if guided:  # rows [cond; uncond]: the null class for classifier-free guidance
         cls = torch.cat([cls, model.null_class.expand(b, -1)])
     for count in ar_schedule(n - known, min(ar_steps, n - known)):
         keep_idx, next_idx = orders[:, :known], orders[:, known : known + count]
@@ -111,3 +86,15 @@ def _loop(model, labels, tokens, orders, known, ar_steps, cfg, cfg_schedule, tem
         tokens.scatter_(1, next_idx.unsqueeze(-1).expand(-1, -1, c), x.view(b, count, c).to(tokens.dtype))
         known += count
     return tokens
+
+
+def _given(tokens, keep, shape, device) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """-> (a copy of the given tokens or zeros, their keep-mask, how many tokens each row is given)."""
+    if tokens is None:
+        return torch.zeros(*shape, device=device), None, 0  # nothing given: no mask to read back from the device
+    if keep is None:
+        raise ValueError("inpainting needs `keep`, a (B, N) bool mask of the given tokens")
+    known = int(keep[0].sum())
+    if not bool((keep.sum(dim=1) == known).all()):
+        raise ValueError("every row of `keep` must mark the same number of given tokens")
+    return tokens.clone(), keep, known

@@ -3,10 +3,11 @@
 Both model p(x_i | z_i) with a small residual MLP conditioned through AdaLN on
 z_i + a time embedding (MAR's denoiser). The encoders never see the noise schedule.
 
-Sampling precision: under the caller's torch.autocast the denoiser runs in the autocast dtype,
-while the sampler's own arithmetic (noise, guidance, posterior, the x_t update, temperature) stays
-float32: the net's output is cast back to float32 before it is used. With `cuda_graphs` set (see
-djepa.models.graphs) the whole per-token loop is captured once per shape and replayed.
+`sample` draws the noise (RNG passed in) and hands it to `sample_from_noise`, the sampler proper: a pure
+function of (z, noise, temperature, cfg). Under the caller's torch.autocast the denoiser runs in the
+autocast dtype, while the sampler's own arithmetic (guidance, posterior, the x_t update, temperature)
+stays float32: the net's output is cast back to float32 before it is used. Speed-ups (djepa.fast) are
+applied to a model from outside and leave these files as the maths.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import torch.nn as nn
 
 from djepa.config import TokenLossConfig
 from djepa.models.diffusion import GaussianDiffusion
-from djepa.models.graphs import run_maybe_graphed
 from djepa.models.rng import randn
 
 
@@ -96,16 +96,7 @@ class Denoiser(nn.Module):
         return self.final(modulate(self.final_norm(h), shift, scale))
 
 
-def _conditioned(net: nn.Module, z: torch.Tensor):
-    """net(x, t, z) for a fixed z as a function of (x, t) with a float32 output; the Denoiser embeds z
-    once for all the sampler's steps instead of at every step (the same values)."""
-    if isinstance(net, Denoiser):
-        cond = net.cond_embed(z)  # (rows, W)
-        return lambda x, t: net.denoise(x, t, cond).float()
-    return lambda x, t: net(x, t, z).float()
-
-
-def _guided(net_out: torch.Tensor, cfg: float, channels: int | None = None) -> torch.Tensor:
+def guide(net_out: torch.Tensor, cfg: float, channels: int | None = None) -> torch.Tensor:
     """Rows [cond; uncond] -> cond rows with the first `channels` outputs guided:
     uncond + cfg * (cond - uncond). Further outputs (a learned variance) stay conditional."""
     cond, uncond = net_out.chunk(2, dim=0)
@@ -139,22 +130,22 @@ class DiffusionLoss(nn.Module):
         """z (M, D) -> x (M, C). Guided: z holds [cond; uncond] rows (2M, D) and M samples come back."""
         guided = cfg != 1.0 if guided is None else guided
         m = z.shape[0] // 2 if guided else z.shape[0]
-        # every step's noise in one draw (per sample with a RowGenerator): (M, steps, C), float32 always
+        # x_T and every step's noise in one draw (per sample with a RowGenerator): (M, steps, C), float32 always
         noise = randn((m, self.sample_diffusion.num_timesteps, self.token_dim), generator, z.device)
-        return run_maybe_graphed(self, self._sample_loop, (z, noise), (temperature, cfg), key=guided)
+        return self.sample_from_noise(z, noise, temperature, cfg)
 
-    def _sample_loop(self, z, noise, temperature, cfg):
-        """The deterministic part of `sample` (no draws, no host syncs: it can be a CUDA graph);
-        temperature and cfg are floats or 0-dim tensors. Guided iff z has twice the rows of noise."""
+    def sample_from_noise(self, z, noise, temperature=1.0, cfg=1.0):
+        """Ancestral sampling from x_T = noise[:, 0] with step noise noise[:, 1:]: no draws of its own.
+        Guided iff z holds twice the rows of noise. temperature, cfg: floats or 0-dim float32 tensors."""
         guided = z.shape[0] != noise.shape[0]
-        eps_v = _conditioned(self.net, z)
+        cond = self.net.cond_embed(z)  # embedded once for all the steps (the values of net(x, t, z))
 
-        def net(x, t):
+        def eps_v(x, t):  # (eps, v) in float32 whatever the caller's autocast
             if not guided:
-                return eps_v(x, t)
-            return _guided(eps_v(torch.cat([x, x]), torch.cat([t, t])), cfg, self.token_dim)
+                return self.net.denoise(x, t, cond).float()
+            return guide(self.net.denoise(torch.cat([x, x]), torch.cat([t, t]), cond).float(), cfg, self.token_dim)
 
-        return self.sample_diffusion.sample_loop(net, noise[:, 0], temperature, noise[:, 1:])
+        return self.sample_diffusion.sample_loop(eps_v, noise[:, 0], temperature, noise[:, 1:])
 
 
 class FlowLoss(nn.Module):
@@ -189,17 +180,18 @@ class FlowLoss(nn.Module):
         guided = cfg != 1.0 if guided is None else guided
         m = z.shape[0] // 2 if guided else z.shape[0]
         noise = randn((m, self.token_dim), generator, z.device)
-        return run_maybe_graphed(self, self._sample_loop, (z, noise), (temperature, cfg), key=guided)
+        return self.sample_from_noise(z, noise, temperature, cfg)
 
-    def _sample_loop(self, z, noise, temperature, cfg):
+    def sample_from_noise(self, z, noise, temperature=1.0, cfg=1.0):
+        """The ODE from x_0 = noise * temperature (M, C) to t = 1. Guided iff z holds twice the rows of noise."""
         guided = z.shape[0] != noise.shape[0]
-        vel = _conditioned(self.net, z)
+        cond = self.net.cond_embed(z)  # embedded once for all the steps (the values of net(x, t, z))
 
-        def v(x, t):
+        def v(x, t):  # as _v, in float32 whatever the caller's autocast
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
             if not guided:
-                return vel(x, tt * 1000.0)  # as _v
-            return _guided(vel(torch.cat([x, x]), torch.cat([tt, tt]) * 1000.0), cfg)
+                return self.net.denoise(x, tt * 1000.0, cond).float()
+            return guide(self.net.denoise(torch.cat([x, x]), torch.cat([tt, tt]) * 1000.0, cond).float(), cfg)
 
         # An ODE has no per-step noise: temperature scales the initial noise instead
         # (the flow analogue of MAR's noise temperature).
