@@ -42,6 +42,35 @@ def to_ours(state: dict[str, torch.Tensor], src) -> tuple[dict[str, torch.Tensor
     return out, dropped
 
 
+def _config_from_file(model: dict, a: dict) -> dict:
+    """The config keys the weights' shapes and the saved args fix (a partial config over the preset)."""
+    width = model["encoder_blocks.0.norm1.weight"].shape[0]
+    n = model["encoder_pos_embed_learned"].shape[1]
+    from_file: dict = {}
+    for key, value in {
+        "model.width": width, "model.encoder_depth": _depth(model, "encoder_blocks"),
+        "model.predictor_depth": _depth(model, "decoder_blocks"), "model.num_classes": model["class_emb.weight"].shape[0],
+        "model.buffer_size": model["buffer"].shape[1],
+        "model.qk_norm": "rms" if "encoder_blocks.0.attn.q_norm.weight" in model else "none",
+        "model.token_loss.depth": _depth(model, "diffloss.net.res_blocks"),
+        "model.token_loss.width": model["diffloss.net.input_proj.weight"].shape[0],
+        # their diffusion file is unreleased; MAR's DiffLoss (which it mirrors) trains with the cosine schedule
+        "model.token_loss.diffusion.schedule": "cosine",
+        "sample.cfg_schedule": "mar_linear",  # their sample_tokens is MAR's
+    }.items():
+        _set(from_file, key, value)
+    for arg, key in {"img_size": "tokenizer.image_size", "vae_stride": "tokenizer.vae.stride",
+                     "patch_size": "tokenizer.patch_size", "vae_embed_dim": "tokenizer.vae.latent_channels",
+                     "label_drop_prob": "model.label_drop", "diffusion_batch_mul": "model.token_loss.batch_mul",
+                     "ema_rate": "model.ema_decay", "temperature": "sample.temperature", "cfg_scale": "sample.cfg",
+                     "num_iter": "sample.ar_steps", "adamw_eps": "train.adam_eps", "blr": "train.blr"}.items():
+        if a.get(arg) is not None:
+            _set(from_file, key, float(a[arg]) if arg == "adamw_eps" else a[arg])
+    if from_file.get("sample", {}).get("ar_steps", 0) > n:
+        _set(from_file, "sample.ar_steps", n)
+    return from_file
+
+
 def convert_authors(src: str | Path, out: str | Path, preset: str | Path | None = None, vae: str | None = None,
                     overrides: list[str] | None = None, log=print) -> Path:
     from djepa.checkpoint import save_checkpoint
@@ -67,30 +96,7 @@ def convert_authors(src: str | Path, out: str | Path, preset: str | Path | None 
                            f"--preset CONFIG or --set model.num_heads=N")
     if preset is None:
         preset = CONFIGS / AUTHOR_PRESETS.get(a.get("model"), "djepa-b.yaml")
-    width = model["encoder_blocks.0.norm1.weight"].shape[0]
-    n = model["encoder_pos_embed_learned"].shape[1]
-    from_file: dict = {}
-    for key, value in {
-        "model.width": width, "model.encoder_depth": _depth(model, "encoder_blocks"),
-        "model.predictor_depth": _depth(model, "decoder_blocks"), "model.num_classes": model["class_emb.weight"].shape[0],
-        "model.buffer_size": model["buffer"].shape[1],
-        "model.qk_norm": "rms" if "encoder_blocks.0.attn.q_norm.weight" in model else "none",
-        "model.token_loss.depth": _depth(model, "diffloss.net.res_blocks"),
-        "model.token_loss.width": model["diffloss.net.input_proj.weight"].shape[0],
-        # their diffusion file is unreleased; MAR's DiffLoss (which it mirrors) trains with the cosine schedule
-        "model.token_loss.diffusion.schedule": "cosine",
-        "sample.cfg_schedule": "mar_linear",  # their sample_tokens is MAR's
-    }.items():
-        _set(from_file, key, value)
-    for arg, key in {"img_size": "tokenizer.image_size", "vae_stride": "tokenizer.vae.stride",
-                     "patch_size": "tokenizer.patch_size", "vae_embed_dim": "tokenizer.vae.latent_channels",
-                     "label_drop_prob": "model.label_drop", "diffusion_batch_mul": "model.token_loss.batch_mul",
-                     "ema_rate": "model.ema_decay", "temperature": "sample.temperature", "cfg_scale": "sample.cfg",
-                     "num_iter": "sample.ar_steps", "adamw_eps": "train.adam_eps", "blr": "train.blr"}.items():
-        if a.get(arg) is not None:
-            _set(from_file, key, float(a[arg]) if arg == "adamw_eps" else a[arg])
-    if from_file.get("sample", {}).get("ar_steps", 0) > n:
-        _set(from_file, "sample.ar_steps", n)
+    from_file = _config_from_file(model, a)
     data_cfg = deep_merge(read_yaml(preset), from_file)
     data_cfg["name"] = f"{data_cfg.get('name', 'djepa')}-authors"
     try:
