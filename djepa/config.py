@@ -193,6 +193,11 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     preview_every: int = Field(0, ge=0)  # EMA sample grid to MLflow every N steps (0: only at the end)
+    # Online evaluation (djepa/eval/online.py): every N steps and at the end, eval_samples samples of the EMA with
+    # the same per-sample seeds, scored with eval.features against eval.reference; a curve in MLflow (online/...)
+    # and online.jsonl. Those steps are also checkpointed, so every point belongs to saved weights.
+    eval_every: int | None = Field(None, ge=1)
+    eval_samples: int = Field(1000, ge=2)
     max_failures: int = Field(2, ge=0)  # worker-group restarts from the last checkpoint
 
     @property
@@ -264,6 +269,12 @@ class Config(_Strict):
                 f"sample.ar_steps={self.sample.ar_steps} exceeds the number of tokens "
                 f"{self.tokenizer.num_tokens}; use 1..{self.tokenizer.num_tokens}"
             )
+        if self.train.eval_every and not self.eval.features:
+            raise ValueError("train.eval_every needs eval.features (what to score the samples with), e.g. [domain]")
+        if self.train.eval_every and set(self.eval.features) - {"dinov2"} and \
+                self.train.eval_samples < self.eval.is_splits:
+            raise ValueError(f"train.eval_samples={self.train.eval_samples} is fewer than eval.is_splits="
+                             f"{self.eval.is_splits} (the IS splits); raise it or lower eval.is_splits")
         if self.train.batch_size % self.train.workers:
             raise ValueError(f"train.batch_size={self.train.batch_size} is not divisible by "
                              f"train.workers={self.train.workers}")

@@ -35,6 +35,7 @@ class TrainResult:
     steps: int
     seconds: float
     history: list[dict] = field(default_factory=list)  # one entry per logged step
+    online: list[dict] = field(default_factory=list)  # online evaluation points (train.eval_every), by step
 
 
 def train_local(cfg: Config, out_dir: str | Path | None = None, *, on_step=None) -> TrainResult:
@@ -96,10 +97,11 @@ def _train_local(cfg: Config, out: Path, on_step) -> TrainResult:
 
     feed = Feed(batches(cfg, images, labels), lambda b: (tokenizer.encode(b[0].to(device)), b[1].to(device)),
                 steps_per_pass=n // t.batch_size, rows=n)
-    log = TrainLog(cfg, 0)
+    log, online = TrainLog(cfg, 0), _online(cfg, out, device) if t.eval_every else None
     start = time.perf_counter()
-    stop, step = train_loop(cfg, model, ema, opt, new_state(), feed, Parts(log=log, save=save), device=device,
-                            run_dir=out, on_step=on_step)
+    parts = Parts(log=log, save=save, evaluate=(lambda s: online(s, ema)) if online else None)
+    stop, step = train_loop(cfg, model, ema, opt, new_state(), feed, parts, device=device, run_dir=out,
+                            on_step=on_step)
     seconds = time.perf_counter() - start
     (out / "history.json").write_text(json.dumps(log.history, indent=1))
     if stop == "nan":
@@ -108,4 +110,16 @@ def _train_local(cfg: Config, out: Path, on_step) -> TrainResult:
                                  f"raise train.warmup_steps")
     if stop == "time":
         say("train", f"time budget of {t.max_minutes} min reached at step {step}")
-    return TrainResult(ckpt, step, seconds, log.history)
+    return TrainResult(ckpt, step, seconds, log.history, sorted(online.points.values(), key=lambda p: p["step"])
+                       if online else [])
+
+
+def _online(cfg: Config, out: Path, device):
+    """The online evaluator of a new local run (its reference checked now, before any step)."""
+    from djepa.eval.features import extractor_identities
+    from djepa.eval.online import OnlineEval
+    from djepa.eval.report import resolve_reference
+
+    path = out / "online.jsonl"
+    path.unlink(missing_ok=True)  # a new run: no points of an earlier one in this directory
+    return OnlineEval(cfg, resolve_reference(cfg, extractor_identities(cfg)), device, path)

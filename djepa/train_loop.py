@@ -24,6 +24,7 @@ import torch
 from djepa.config import Config
 from djepa.console import eta, fmt_eta, say
 from djepa.engine import checkpoint_blocks, compile_blocks, compile_enabled, train_step
+from djepa.eval.online import due as online_due
 from djepa.models.djepa import DJEPA, build_model
 from djepa.models.ema import ema_decay_at, make_ema
 
@@ -112,11 +113,13 @@ class Feed:
 
 @dataclass
 class Parts:
-    """What the loop asks each step. `save(state, metrics)` at checkpoint steps and at the end, and
-    `preview(step)` every train.preview_every steps, run on every rank (they may be collectives)."""
+    """What the loop asks each step. `save(state, metrics)` at checkpoint steps and at the end,
+    `preview(step)` every train.preview_every steps and `evaluate(step)` (online evaluation, djepa/eval/online.py)
+    right after the save of an evaluation step, run on every rank (they may be collectives)."""
     log: TrainLog | None = None  # rank 0's; None on the others
     save: Callable[[dict, dict], None] | None = None
     preview: Callable[[int], None] | None = None
+    evaluate: Callable[[int], None] | None = None
     reduce: Reduce = field(default_factory=Reduce)
 
 
@@ -162,6 +165,8 @@ def train_loop(cfg: Config, net, ema: DJEPA, opt: torch.optim.Optimizer, state: 
     t = cfg.train
     amp = torch.bfloat16 if torch.device(device).type == "cuda" else None
     flags, step, stop, start = StopFlags(parts.reduce), state["step"], None, time.perf_counter()
+    if parts.evaluate and online_due(cfg, step):  # resumed: the point of the weights it starts from, if missing
+        parts.evaluate(step)
     while step < t.steps and stop is None:
         for batch in feed.passes():
             torch.manual_seed(step_seed(t.seed, rank, step))
@@ -172,7 +177,8 @@ def train_loop(cfg: Config, net, ema: DJEPA, opt: torch.optim.Optimizer, state: 
             res = train_step(net, ema, opt, tokens, labels, step, t, decay, amp)
             step, state["ema_updates"] = step + 1, state["ema_updates"] + 1
             out_of_time = bool(t.max_minutes) and time.perf_counter() - start >= t.max_minutes * 60
-            logs, saves = step % t.log_every == 0 or step == t.steps, step % t.checkpoint_every == 0
+            logs, evals = step % t.log_every == 0 or step == t.steps, online_due(cfg, step)
+            saves = step % t.checkpoint_every == 0 or evals  # an online point is only made of saved weights
             draws = bool(t.preview_every and step % t.preview_every == 0)
             stop, at = flags.check(step, res, out_of_time, due=logs or saves or draws)
             if stop == "nan":
@@ -187,6 +193,8 @@ def train_loop(cfg: Config, net, ema: DJEPA, opt: torch.optim.Optimizer, state: 
             pass_done = _advance(state, step, feed.steps_per_pass)
             if (saves or step == t.steps or stop) and parts.save:
                 parts.save({**state, "epoch": epoch}, {"step": step, "loss": res.loss})
+            if parts.evaluate and (evals or (stop and t.eval_every)):  # and the step a time budget ends on
+                parts.evaluate(step)
             if pass_done or step >= t.steps or stop:
                 break
         else:  # the pass ran dry before steps_per_pass (uneven files): it is over

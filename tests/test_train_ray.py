@@ -25,7 +25,8 @@ def events(run):
 
 def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, encoded_digits):
     run = tmp_path / "run"
-    cfg = ray_config(tiny, tmp_path, encoded_digits, "train.steps=30")
+    online = ("train.eval_every=10", "train.eval_samples=20", "eval.features=[domain]", "eval.is_splits=2")
+    cfg = ray_config(tiny, tmp_path, encoded_digits, "train.steps=30", *online)
     summary = train(cfg, on_step=fail_once(13))  # the last rank raises once, before step 14
     assert summary["status"] == "finished" and summary["step"] == 30
     assert (run / ".fault-fail-13").exists()  # the failure did happen
@@ -37,9 +38,11 @@ def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, en
     assert verify_checkpoint(run / "checkpoint_0000030")["step"] == 30
     # the EMA's update count (its decay warm-up) came back from checkpoint 10: one update per step, none twice
     assert verify_checkpoint(run / "checkpoint_0000030")["ema_updates"] == 30
+    # online evaluation: the point of step 10 was made before the failure and is not made again
+    assert [p["step"] for p in summary["online"]] == [10, 20, 30]
 
     # continue the finished run: the step count and the warm-up go on where they stopped
-    more = ray_config(tiny, tmp_path, encoded_digits, "train.steps=40")
+    more = ray_config(tiny, tmp_path, encoded_digits, "train.steps=40", *online)
     assert train(more, resume=True)["step"] == 40
     assert verify_checkpoint(run / "checkpoint_0000040")["ema_updates"] == 40
     logged = [e for e in events(run) if "loss" in e]
@@ -57,6 +60,11 @@ def test_train_survives_a_failure_then_continues(ray_session, tiny, tmp_path, en
     assert mlrun.data.tags["resume.train.steps"] == "30 -> 40"
     for key in ("loss_d", "loss_p", "lr", "grad_norm"):
         assert [m.step for m in client.get_metric_history(mlrun.info.run_id, key)] == [5, 10, 15, 20, 25, 30, 35, 40]
+    # each online point once in online.jsonl and once in MLflow, across a worker failure and a resume (both
+    # replay the recorded points with their own timestamps: MLflow keeps identical rows once)
+    assert [json.loads(x)["step"] for x in (run / "online.jsonl").read_text().splitlines()] == [10, 20, 30, 40]
+    for key in ("online/fd_domain", "online/consistency_domain", "online/seconds"):
+        assert [m.step for m in client.get_metric_history(mlrun.info.run_id, key)] == [10, 20, 30, 40]
     samples = [a.path for a in client.list_artifacts(mlrun.info.run_id, "samples")]
     assert samples == ["samples/step_0000030.png", "samples/step_0000040.png"]
     assert [a.path for a in client.list_artifacts(mlrun.info.run_id, "dataset")] == ["dataset/manifest.json"]

@@ -24,6 +24,7 @@ from djepa.config import Config, validate
 from djepa.console import say
 from djepa.data.encoded import batch_tokens, epochs_per_pass
 from djepa.engine import build_optimizer, lr_at, weight_decay_at
+from djepa.eval.online import OnlineEval
 from djepa.platform.parallel import full_state, gathered_ema, load_full_state, shard
 from djepa.platform.tracking import Tracker
 from djepa.samples import write_preview
@@ -109,6 +110,36 @@ class Previewer:
         say("train", f"sample grid at step {step}: {png} ({time.perf_counter() - t:.1f}s)")
 
 
+class OnlinePoints:
+    """Online evaluation (train.eval_every): called on every rank, as gathering the EMA is a collective under
+    FSDP; rank 0 (given `online`) scores the gathered EMA. The other ranks wait at the next step's all-reduce,
+    so a point costs its sampling time once per eval_every steps (printed with each point)."""
+
+    def __init__(self, cfg: Config, ema, online: OnlineEval | None):
+        self.cfg, self.ema, self.online = cfg, ema, online
+
+    def __call__(self, step: int) -> None:
+        ema = gathered_ema(self.ema, self.cfg)
+        if self.online is not None and ema is not None:
+            self.online(step, ema)
+
+
+def online_points(cfg: Config, config: dict, ema, run_dir: Path, device, tracker: Tracker, rank: int):
+    """The online evaluator of this rank, or None without train.eval_every; the reference was checked by the
+    driver (config["online_reference"]) and is only read here."""
+    if not cfg.train.eval_every:
+        return None
+    online = None
+    if rank == 0:
+        from djepa.eval.features import DIMS
+        from djepa.eval.reference import load_reference
+
+        ref = load_reference(config["online_reference"], list(cfg.eval.features),
+                             {k: DIMS[k] for k in cfg.eval.features})
+        online = OnlineEval(cfg, ref, device, run_dir / "online.jsonl", tracker.log_metrics)
+    return OnlinePoints(cfg, ema, online)
+
+
 def restore(ckpt: str, model, ema, opt) -> dict:
     """Load a checkpoint into the (possibly sharded) model, EMA and optimizer; -> the loop's state."""
     saved = verify_checkpoint(ckpt, content=False)  # the driver checked the model and train.parallel against it
@@ -155,7 +186,8 @@ def train_worker(config: dict) -> None:
         log.event("resumed", step=state["step"], checkpoint=str(ckpt))
     save = Checkpointer(cfg, model, ema, opt, rank, state["step"] if ckpt else -1)
     preview = Previewer(cfg, ema, run_dir, device, tracker)
-    parts = Parts(log, save, preview, AllReduce() if world > 1 else Reduce())
+    evaluate = online_points(cfg, config, ema, run_dir, device, tracker, rank)
+    parts = Parts(log, save, preview, evaluate, AllReduce() if world > 1 else Reduce())
     stop, step = train_loop(cfg, net, ema, opt, state, shard_feed(cfg, config["rows"], world, device), parts,
                             device=device, rank=rank, world=world, run_dir=run_dir, on_step=config.get("on_step"))
     final_ema = gathered_ema(ema, cfg) if stop != "nan" else None  # a collective under FSDP

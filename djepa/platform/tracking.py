@@ -136,9 +136,11 @@ class Tracker:
             self.client = None
             return None
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
+        """timestamp_ms: a recorded point's own time, so that logging it again adds no row (MLflow dedupes
+        identical key, value, step and timestamp)."""
         from mlflow.entities import Metric
-        now = int(time.time() * 1000)
+        now = timestamp_ms or int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self._call("log_metrics", lambda: self.client.log_batch(self.run_id, metrics=batch))
 

@@ -16,6 +16,7 @@ from djepa.config import Config, ConfigError, load_config
 from djepa.console import say
 from djepa.data.encode import encode, encoded_dir
 from djepa.data.encoded import open_encoded, training_dataset
+from djepa.eval.online import read_points
 from djepa.lock import hold
 from djepa.platform.tracking import flatten, in_ray_job, start_run, tracking_uri, training_run_name
 
@@ -100,6 +101,7 @@ def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "status.json").unlink(missing_ok=True)
+    online_ref = _online_reference(cfg, run_dir, fresh=not previous)
     tracker = start_run(cfg, run_dir, manifest, previous.get("mlflow_run_id"), run_name=training_run_name(cfg))
     attempts = previous.get("attempts", []) + [{"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                 "config_hash": cfg.hash(), "from": str(ckpt) if ckpt else None}]
@@ -109,7 +111,7 @@ def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=1))
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
 
-    trainer = _torch_trainer(cfg, run_dir, data_dir, manifest, tracker, ckpt, on_step)
+    trainer = _torch_trainer(cfg, run_dir, data_dir, manifest, tracker, ckpt, on_step, online_ref)
     t = cfg.train
     say("train", f"{cfg.name}: {t.workers} worker(s) ({'GPU' if t.use_gpu else 'CPU'}), global batch "
                  f"{t.batch_size}, lr {t.lr:.2e}, {manifest['rows']:,} rows from {data_dir}, run dir {run_dir}")
@@ -126,7 +128,8 @@ def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
     summary = {"status": status.get("status", "unknown"), "message": status.get("message"),
                "step": status.get("step"), "seconds": round(time.perf_counter() - start, 1),
                "checkpoint": str(final) if final else None, "run_dir": str(run_dir),
-               "metrics": result.metrics, "mlflow_run_id": tracker.run_id, "mlflow_url": tracker.url}
+               "metrics": result.metrics, "mlflow_run_id": tracker.run_id, "mlflow_url": tracker.url,
+               "online": sorted(read_points(run_dir / "online.jsonl").values(), key=lambda p: p["step"])}
     if final:
         tracker.set_tag("djepa.checkpoint", str(final))
     tracker.log_artifact(run_dir / "config.yaml")
@@ -138,7 +141,21 @@ def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
     return summary
 
 
-def _torch_trainer(cfg: Config, run_dir: Path, data_dir: Path, manifest: dict, tracker, ckpt: Path | None, on_step):
+def _online_reference(cfg: Config, run_dir: Path, fresh: bool) -> str | None:
+    """With train.eval_every: the reference checked (or, for the bundled data, made) before any worker starts;
+    a new run drops online points an earlier run left in the directory. -> its path for the workers."""
+    if not cfg.train.eval_every:
+        return None
+    from djepa.eval.features import extractor_identities
+    from djepa.eval.report import resolve_reference
+
+    if fresh:
+        (run_dir / "online.jsonl").unlink(missing_ok=True)
+    return resolve_reference(cfg, extractor_identities(cfg))["path"]
+
+
+def _torch_trainer(cfg: Config, run_dir: Path, data_dir: Path, manifest: dict, tracker, ckpt: Path | None, on_step,
+                   online_ref: str | None = None):
     """Ray's TorchTrainer for the run: every worker runs train_worker on its share of the encoded dataset."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -150,7 +167,7 @@ def _torch_trainer(cfg: Config, run_dir: Path, data_dir: Path, manifest: dict, t
     loop_config = {"cfg": cfg.to_dict(), "run_dir": str(run_dir), "rows": manifest["rows"],
                    "resume_from": str(ckpt) if ckpt else None, "tracking_uri": tracker.uri,
                    "run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
-                   "on_step": on_step}
+                   "on_step": on_step, "online_reference": online_ref}
     return TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
@@ -170,6 +187,10 @@ def _print_summary(s: dict) -> None:
     print(f"  steps        {s['step']} in {s['seconds']} s")
     if s["metrics"]:
         print(f"  last loss    {s['metrics'].get('loss', float('nan')):.4f}")
+    for p in s["online"]:  # the online evaluation's curve (train.eval_every)
+        print(f"  online {p['step']:>7} " + ", ".join(f"{k} {v:.3f}" for k, v in p.items()
+                                                   if k.startswith(("fid", "fd_", "is", "consistency"))
+                                                   and not k.startswith("is_std")))
     print(f"  checkpoint   {s['checkpoint']}")
     print(f"  run dir      {s['run_dir']}  (metrics.jsonl, previews/, summary.json)")
     print(f"  MLflow       {s['mlflow_url'] or 'not tracked (see the warning above)'}", flush=True)
