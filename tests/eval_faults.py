@@ -43,3 +43,12 @@ class FailTrials:
             out.mkdir(parents=True, exist_ok=True)
             (out / "flaky").touch()
             raise RuntimeError(f"injected fault: trial {name} fails once")
+
+
+def fail_cells(*names: str):
+    """on_cell for the experiment: the cells named fail before they train (an experiment stopped after the
+    others finished)."""
+    def on_cell(name: str) -> None:
+        if name in names:
+            raise RuntimeError(f"injected fault: cell {name} stopped")
+    return on_cell
