@@ -121,5 +121,8 @@ def test_experiment_stopped_after_two_cells_resumes_only_the_others(ray_session,
     assert sorted(r.info.run_name for r in children) == ["tiny djepa seed 0", "tiny djepa seed 1", "tiny mar seed 0",
                                                          "tiny mar seed 1"]
     assert parent.info.status == "FINISHED"
+    params = parent.data.params  # what every cell shares and the experiment's own keys; not the arms' settings
+    assert params["train.steps"] == "10" and params["experiment.metric"] == "fd_domain"
+    assert "model.pred_loss_weight" not in params and "train.seed" not in params
     assert {"points.jsonl", "curves.csv", "curves.json", "table.md", "threshold.json", "curves.png"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -100,12 +100,14 @@ def _save(out: Path, state: dict) -> None:
 def _parent_run(spec: ExperimentConfig, cells: dict, out: Path, state: dict):
     from djepa.platform.tracking import start_run
 
-    first = next(iter(cells.values()))[2]  # the MLflow store and experiment of the cells; params: the spec's
-    common = validate(deep_merge(first.to_dict(), {"tracking": {"run_name": f"experiment {spec.name}"}}))
-    tracker = start_run(common, out, None, run_id=state.get("mlflow_run_id"), run_name=f"experiment {spec.name}")
-    if tracker.active and not state.get("mlflow_run_id"):
+    configs = [flatten(c.to_dict()) for _, _, c in cells.values()]
+    shared = {k: v for k, v in configs[0].items() if all(c.get(k) == v for c in configs[1:])}  # not the arms' keys
+    params = shared | flatten({"experiment": spec.model_dump(mode="json")})
+    first = next(iter(cells.values()))[2]  # the cells' MLflow store and experiment
+    tracker = start_run(first, out, None, run_id=state.get("mlflow_run_id"), run_name=f"experiment {spec.name}",
+                        params=params)
+    if tracker.active:
         tracker.set_tag("djepa.kind", "experiment")
-        tracker.log_params(flatten({"experiment": spec.model_dump(mode="json")}))
     return tracker
 
 
