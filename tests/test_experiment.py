@@ -74,7 +74,7 @@ def test_experiment_stopped_after_two_cells_resumes_only_the_others(ray_session,
     from mlflow.tracking import MlflowClient
 
     from djepa.platform.experiment import run_experiment
-    from eval_faults import fail_cells, register_by_value
+    from eval_faults import cell_faults, register_by_value
 
     register_by_value()  # on_cell runs in Tune's trial processes
     base = tiny(f"data.encoded_dir={encoded_digits}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
@@ -84,9 +84,12 @@ def test_experiment_stopped_after_two_cells_resumes_only_the_others(ray_session,
     f = write_experiment(tmp_path, base, report_steps=[5, 10], threshold=1.0e9)
     spec, cells = load_experiment(f)
     out = tmp_path / "exp"
+    # mar-s0 stops before it trains; mar-s1 stops on a NaN loss at step index 7 (after its point and checkpoint 5)
     with pytest.raises(RuntimeError, match=r"2 of 4 cell\(s\) failed \(mar-s0, mar-s1\)"):
-        run_experiment(spec, cells, on_cell=fail_cells("mar-s0", "mar-s1"))
+        run_experiment(spec, cells, on_cell=cell_faults(stop=["mar-s0"], nan_at_step={"mar-s1": 7}))
     assert not (out / "mar-s0").exists()
+    assert json.loads((out / "mar-s1" / "summary.json").read_text())["status"] == "nan"
+    assert list(read_points(out / "mar-s1" / "online.jsonl")) == [5]
     done = {n: ((out / n / "summary.json").stat().st_mtime_ns, (out / n / "run.json").read_text())
             for n in ("djepa-s0", "djepa-s1")}
 
@@ -95,6 +98,11 @@ def test_experiment_stopped_after_two_cells_resumes_only_the_others(ray_session,
     for n, (mtime, run_json) in done.items():  # the finished cells were not trained again
         assert (out / n / "summary.json").stat().st_mtime_ns == mtime
         assert (out / n / "run.json").read_text() == run_json and len(json.loads(run_json)["attempts"]) == 1
+
+    # mar-s1 continued its run from checkpoint 5 (a second attempt of the same run), not a new one
+    attempts = json.loads((out / "mar-s1" / "run.json").read_text())["attempts"]
+    assert len(attempts) == 2 and attempts[1]["from"].endswith("checkpoint_0000005")
+    assert len(json.loads((out / "mar-s0" / "run.json").read_text())["attempts"]) == 1
 
     # the aggregate against a hand computation from each cell's online.jsonl
     hand = [{"arm": arm, "seed": seed, **p} for arm in ("djepa", "mar") for seed in (0, 1)

@@ -43,10 +43,9 @@ def _cell(config: dict, ctx: dict) -> None:
 
     name = config["cell"]
     cfg = validate(ctx["cells"][name])
-    if ctx["on_cell"] is not None:
-        ctx["on_cell"](name)
+    on_step = ctx["on_cell"](name) if ctx["on_cell"] is not None else None
     resume = (Path(cfg.train.out_dir) / "run.json").exists()
-    summary = train(cfg, resume=resume, parent_run_id=ctx["parent_run_id"])
+    summary = train(cfg, resume=resume, parent_run_id=ctx["parent_run_id"], on_step=on_step)
     last = summary["online"][-1] if summary["online"] else {}
     tune.report({"cell": name, "step": summary["step"], ctx["metric"]: last.get(ctx["metric"], float("nan"))})
 
@@ -136,7 +135,8 @@ def _run_cells(todo: list[str], spec: ExperimentConfig, ctx: dict, out: Path) ->
 def run_experiment(spec: ExperimentConfig, cells: dict, *, on_cell=None) -> dict:
     """Run (or resume) every cell, then write points, curves, table, threshold and plot; -> the summary.
     cells: djepa.platform.experiment_config.cell_configs(spec). Test hook: on_cell(name) runs inside a cell's Tune
-    trial before it trains (picklable: it travels to the trial's process)."""
+    trial before it trains and may return an on_step hook for that cell's training (trainer.train); picklable: it
+    travels to the trial's process."""
     out = spec.output_dir()
     out.mkdir(parents=True, exist_ok=True)
     with hold(out, "experiment"):  # a second experiment into `out` is refused, naming this one (djepa.lock)
