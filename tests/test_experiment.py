@@ -38,6 +38,11 @@ def test_experiment_config_errors_name_the_key_and_cell(tiny, tmp_path):
     # --set: experiment.* for the experiment, anything else for every cell
     spec, cells = load_experiment(good, ["experiment.seeds=[3]", "train.steps=7"])
     assert list(cells) == ["djepa-s3", "mar-s3"] and cells["mar-s3"][2].train.steps == 7
+    # an arm with its own base config
+    own = {"djepa": {"model.pred_loss_weight": 1.0}, "mnist": {"base": "configs/mnist.yaml", "train.eval_every": 50}}
+    spec, cells = load_experiment(write_experiment(tmp_path, tiny(*ONLINE), arms=own))
+    assert (cells["djepa-s0"][2].name, cells["mnist-s1"][2].name, cells["mnist-s1"][2].train.eval_every) == \
+        ("digits", "mnist", 50)
 
     with pytest.raises(ConfigError, match=r"experiment\.seed: unknown key; did you mean 'experiment\.seeds'"):
         load_experiment(write_experiment(tmp_path, tiny(*ONLINE), seed=[0]))
