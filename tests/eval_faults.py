@@ -43,3 +43,16 @@ class FailTrials:
             out.mkdir(parents=True, exist_ok=True)
             (out / "flaky").touch()
             raise RuntimeError(f"injected fault: trial {name} fails once")
+
+
+
+def cell_faults(stop=(), nan_at_step=None):
+    """on_cell for the experiment: the cells in `stop` fail before they train; those in nan_at_step {cell: step}
+    train and then stop on a NaN loss at that step (a cell cut off after its run directory exists)."""
+    from train_faults import nan_at
+
+    def on_cell(name: str):
+        if name in stop:
+            raise RuntimeError(f"injected fault: cell {name} stopped")
+        return nan_at((nan_at_step or {})[name]) if name in (nan_at_step or {}) else None
+    return on_cell

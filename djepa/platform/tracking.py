@@ -165,7 +165,7 @@ class Tracker:
 
 
 def start_run(cfg: Config, run_dir: Path, manifest: dict | None, run_id: str | None = None,
-              parent_run_id: str | None = None, run_name: str | None = None) -> Tracker:
+              parent_run_id: str | None = None, run_name: str | None = None, params: dict | None = None) -> Tracker:
     """Driver side: create the run (a child of `parent_run_id` if given, or reopen `run_id` on resume), log
     config params and the manifest. Creating the SQLite database here, before any worker, avoids the
     concurrent-migration race."""
@@ -200,7 +200,7 @@ def start_run(cfg: Config, run_dir: Path, manifest: dict | None, run_id: str | N
                       stacklevel=2)
         return Tracker(None, None)
     tracker = Tracker(uri, run_id, exp_id)
-    params = flatten(cfg.to_dict())
+    params = flatten(cfg.to_dict()) if params is None else params  # an experiment's parent: what its cells share
     # Params are immutable in MLflow: a value changed on resume (e.g. more train.steps) becomes a tag.
     tracker.log_params({k: v for k, v in params.items() if k not in old})
     for k, v in params.items():

@@ -79,15 +79,17 @@ def prepare_run(cfg: Config, resume: bool, resume_from: str | None) -> tuple[Pat
     return run_dir, previous, ckpt
 
 
-def train(cfg: Config, resume: bool = False, resume_from: str | None = None, *, on_step=None) -> dict:
+def train(cfg: Config, resume: bool = False, resume_from: str | None = None, *, on_step=None,
+          parent_run_id: str | None = None) -> dict:
     """Train cfg with Ray Train; -> the summary (also printed and written to the run's summary.json).
     The run directory is locked first: a second job into it is refused, naming this one (djepa.lock).
-    on_step: test hook, run on every worker before each step (djepa.train_loop.train_loop)."""
+    on_step: test hook, run on every worker before each step (djepa.train_loop.train_loop).
+    parent_run_id: a new MLflow run is made a child of it (an experiment's cell, djepa.platform.experiment)."""
     with hold(run_directory(cfg), "training"):
-        return _train(cfg, resume, resume_from, on_step)
+        return _train(cfg, resume, resume_from, on_step, parent_run_id)
 
 
-def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
+def _train(cfg: Config, resume: bool, resume_from: str | None, on_step, parent_run_id: str | None = None) -> dict:
     import ray
 
     run_dir, previous, ckpt = prepare_run(cfg, resume, resume_from)
@@ -102,7 +104,8 @@ def _train(cfg: Config, resume: bool, resume_from: str | None, on_step) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "status.json").unlink(missing_ok=True)
     online_ref = _online_reference(cfg, run_dir, fresh=not previous)
-    tracker = start_run(cfg, run_dir, manifest, previous.get("mlflow_run_id"), run_name=training_run_name(cfg))
+    tracker = start_run(cfg, run_dir, manifest, previous.get("mlflow_run_id"), parent_run_id=parent_run_id,
+                        run_name=training_run_name(cfg))
     attempts = previous.get("attempts", []) + [{"started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                 "config_hash": cfg.hash(), "from": str(ckpt) if ckpt else None}]
     run_info = {"mlflow_run_id": tracker.run_id or previous.get("mlflow_run_id"),
