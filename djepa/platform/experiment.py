@@ -53,22 +53,14 @@ def _cell(config: dict, ctx: dict) -> None:
 def _prepare(cells: dict) -> dict:
     """What a trial must not decide for itself: the absolute MLflow URI, data and cache paths, the bundled data
     encoded and the online reference made once here (not by concurrent cells)."""
-    import ray
-
-    from djepa.data.encode import encode, encoded_dir
     from djepa.eval.classifier import cache_dir
     from djepa.eval.features import extractor_identities
     from djepa.eval.report import resolve_reference
-    from djepa.platform.trainer import BUNDLED
+    from djepa.platform.trainer import encoded_or_bundled
 
     out = {}
     for name, (arm, seed, cfg) in cells.items():
-        data = encoded_dir(cfg)
-        if not data.exists() and cfg.data.source in BUNDLED:
-            say("experiment", f"{data} not found: encoding the bundled {cfg.data.source} data first")
-            if not ray.is_initialized():
-                ray.init()
-            encode(cfg, data)
+        data = encoded_or_bundled(cfg, "experiment")
         cfg = validate(deep_merge(cfg.to_dict(), {"tracking": {"tracking_uri": tracking_uri(cfg)},
                                                   "data": {"encoded_dir": str(data)},
                                                   "eval": {"cache_dir": str(cache_dir(cfg.eval.cache_dir))}}))

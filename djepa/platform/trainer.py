@@ -45,6 +45,19 @@ def _check_same_model(cfg: Config, ckpt: Path) -> None:
                           f"or start a new run with another train.out_dir")
 
 
+def encoded_or_bundled(cfg: Config, tag: str) -> Path:
+    """The encoded dataset's directory; the bundled data (small) is encoded first when it is missing."""
+    import ray
+
+    data_dir = encoded_dir(cfg)
+    if not data_dir.exists() and cfg.data.source in BUNDLED:
+        say(tag, f"{data_dir} not found: encoding the bundled {cfg.data.source} data first")
+        if not ray.is_initialized():
+            ray.init()
+        encode(cfg, data_dir)
+    return data_dir
+
+
 def run_directory(cfg: Config) -> Path:
     if in_ray_job() and not Path(cfg.train.out_dir).is_absolute():
         raise ConfigError(f"train.out_dir={cfg.train.out_dir} is relative: in a Ray job it would land in the job's "
@@ -90,15 +103,8 @@ def train(cfg: Config, resume: bool = False, resume_from: str | None = None, *, 
 
 
 def _train(cfg: Config, resume: bool, resume_from: str | None, on_step, parent_run_id: str | None = None) -> dict:
-    import ray
-
     run_dir, previous, ckpt = prepare_run(cfg, resume, resume_from)
-    data_dir = encoded_dir(cfg)
-    if not data_dir.exists() and cfg.data.source in BUNDLED:
-        say("train", f"{data_dir} not found: encoding the bundled {cfg.data.source} data first")
-        if not ray.is_initialized():
-            ray.init()
-        encode(cfg, data_dir)
+    data_dir = encoded_or_bundled(cfg, "train")
     manifest = open_encoded(cfg, data_dir)
 
     run_dir.mkdir(parents=True, exist_ok=True)
