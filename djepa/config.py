@@ -140,6 +140,11 @@ class TokenizerConfig(_Strict):
         return self.latent_shape[0] * math.prod(self.patch_sizes)
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample as the tokenizer reads it, float in [-1, 1]: (C, H, W) for images, (C, T, H, W) for video."""
+        return (self.channels, *((self.frames,) if self.is_video else ()), self.height, self.width)
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
         """One decoded sample as uint8: (H, W, C) for images (ADM's layout), (T, H, W, C) for video."""
         hwc = (self.height, self.width, self.channels)
