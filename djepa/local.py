@@ -50,10 +50,11 @@ def train_local(cfg: Config, out_dir: str | Path | None = None, *, on_step=None)
 def in_memory(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """cfg.data.source as tensors, checked against the tokenizer and the number of classes."""
     images, labels = load_source(cfg.data.source)
-    expect = (cfg.tokenizer.channels, cfg.tokenizer.image_size, cfg.tokenizer.image_size)
+    expect = cfg.tokenizer.input_shape
     if images.shape[1:] != expect:
-        raise ValueError(f"data.source={cfg.data.source} gives images {images.shape[1:]}, but tokenizer expects "
-                         f"(channels, image_size, image_size) = {expect}")
+        raise ValueError(f"data.source={cfg.data.source} gives samples {images.shape[1:]}, but the tokenizer expects "
+                         f"(channels, [frames,] height, width) = {expect} (tokenizer.channels, tokenizer.frames, "
+                         f"tokenizer.image_size)")
     if labels.max() >= cfg.model.num_classes:
         raise ValueError(f"data has label {labels.max()} but model.num_classes={cfg.model.num_classes}")
     return torch.from_numpy(images), torch.from_numpy(labels)
@@ -71,7 +72,7 @@ def batches(cfg: Config, images: torch.Tensor, labels: torch.Tensor):
             x = images[idx]
             if cfg.data.hflip:
                 flip = torch.rand(len(idx), generator=gen) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
             yield x, labels[idx]
 
     return one_pass

@@ -1,4 +1,8 @@
-"""Samples: Algorithm 1 decoded to images, class-balanced interleaved labels, ADM-format .npz, a PNG grid."""
+"""Samples: Algorithm 1 decoded to images or clips, class-balanced interleaved labels, ADM-format .npz, a grid.
+
+Modality-blind: a sample is uint8 (H, W, C) or (T, H, W, C); `save_grid` writes a PNG grid for images and,
+for clips, the video modality's animated grid and frame strip (djepa/video/writer.py).
+"""
 from __future__ import annotations
 
 import json
@@ -22,9 +26,9 @@ def balanced_labels(n: int, num_classes: int) -> np.ndarray:
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8, the ADM layout."""
+    """(B, C, H, W) or clips (B, C, T, H, W) in [-1, 1] -> (B, H, W, C) / (B, T, H, W, C) uint8, the ADM layout."""
     x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    return x.movedim(1, -1).cpu().numpy()
 
 
 def atomic_write(path: Path, write) -> None:
@@ -40,9 +44,9 @@ def atomic_write(path: Path, write) -> None:
 
 
 def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray) -> Path:
-    """ADM's format: arr_0 uint8 (N, H, W, C), arr_1 int64 labels."""
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"samples must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    """ADM's format: arr_0 uint8 (N, H, W, C) (clips: (N, T, H, W, C)), arr_1 int64 labels."""
+    if images.dtype != np.uint8 or images.ndim not in (4, 5):
+        raise ValueError(f"samples must be uint8 (N, H, W, C) or (N, T, H, W, C), got {images.dtype} {images.shape}")
     path = Path(path)
 
     def write(tmp):
@@ -97,6 +101,19 @@ def grid_scale(image_size: int) -> int:
     return max(1, 112 // image_size)
 
 
+def save_grid(stem: str | Path, samples: np.ndarray, ncol: int) -> dict[str, Path]:
+    """The grid of uint8 samples at <stem>.png (images), or for clips (N, T, H, W, C) the video modality's files:
+    <stem>.gif (the main one, animated), <stem>.mp4 and <stem>_strip.png. Keys: "main" and each file's kind."""
+    stem = Path(stem)
+    if samples.ndim == 5:
+        from djepa.video.writer import save_video_grid, video_grid_scale
+
+        files = save_video_grid(stem, samples, ncol=ncol, scale=video_grid_scale(samples.shape[2]))
+        return {"main": files["gif"], **files}
+    png = save_grid_png(stem.with_suffix(".png"), samples, ncol=ncol, scale=grid_scale(samples.shape[1]))
+    return {"main": png, "png": png}
+
+
 def sampling_dtype(s: SampleConfig, device: torch.device | str) -> torch.dtype | None:
     """sample.dtype for `device` -> the autocast dtype around `generate` (None: plain fp32)."""
     bf16 = s.dtype == "bf16" or (s.dtype == "auto" and torch.device(device).type == "cuda")
@@ -124,7 +141,7 @@ def sample_seeds(seed: int, indices: np.ndarray) -> list[int]:
 def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | None = None,
                   seed: int | None = None, device: torch.device | str = "cpu", tokenizer=None,
                   indices: np.ndarray | None = None) -> np.ndarray:
-    """Class-conditional samples -> uint8 (N, H, W, C), in batches of sample.batch_size; sample i (of
+    """Class-conditional samples -> uint8 (N, *tokenizer.sample_shape): (N, H, W, C) or clips (N, T, H, W, C), in batches of sample.batch_size; sample i (of
     `indices`, default 0..N-1) draws all its noise from its own seed. Pass `tokenizer` to reuse a loaded VAE.
     Precision and CUDA graphs follow sample.dtype and sample.cuda_graphs, applied here from outside the model
     (djepa.fast; graphs stay installed on `model` for its next call); the decoder runs in fp32 as before."""
@@ -148,12 +165,13 @@ def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | Non
 def write_preview(model, cfg: Config, out_dir: str | Path, device="cpu", tokenizer=None, stem: str = "samples",
                   npz: bool = True) -> dict[str, Path]:
     """A grid of sample.num_per_class samples per class (a row per sample index, a column per class),
-    as <stem>.png and, with npz, the same samples as <stem>.npz."""
+    as <stem>.png (clips: <stem>.gif, .mp4, _strip.png; "png" is then the strip) and, with npz, the samples as
+    <stem>.npz."""
     out = Path(out_dir)
     labels = balanced_labels(cfg.sample.num_per_class * cfg.model.num_classes, cfg.model.num_classes)
     images = sample_images(model, cfg, labels, device=device, tokenizer=tokenizer)
-    paths = {"png": save_grid_png(out / f"{stem}.png", images, ncol=cfg.model.num_classes,
-                                  scale=grid_scale(cfg.tokenizer.image_size))}
+    paths = save_grid(out / stem, images, ncol=cfg.model.num_classes)
+    paths.setdefault("png", paths.get("strip"))
     if npz:
         paths["npz"] = save_npz(out / f"{stem}.npz", images, labels)
     return paths

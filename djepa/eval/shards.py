@@ -48,6 +48,8 @@ def sampling_identity(cfg: Config, checkpoint_digest: str) -> dict:
     if sampling_dtype(s, "cuda" if cfg.eval.use_gpu else "cpu") is not None:
         sample["dtype"] = "bf16"  # other pixels than fp32; fp32 keeps the hashes of earlier evaluations
     tokenizer = cfg.tokenizer.model_dump(mode="json", exclude={"vae": {"weights", "subfolder"}})
+    if not cfg.tokenizer.is_video:  # keys added for video: image evaluations keep the hashes they had before
+        tokenizer.pop("frames"), tokenizer.pop("temporal_patch"), tokenizer["vae"].pop("temporal_stride")
     return {"format": FORMAT, "checkpoint_sha256": checkpoint_digest, "model": cfg.model.model_dump(mode="json"),
             "tokenizer": tokenizer, "sample": sample}
 
@@ -117,7 +119,8 @@ def shard_stats(arrays: dict, name: str) -> FeatureStats:
 
 
 def write_adm_npz(path: Path, shards: list[Path], n: int, image_shape: tuple) -> Path:
-    """Stream the shards' images and labels, in order, into one ADM-format .npz (arr_0 uint8 NHWC, arr_1 int64)
+    """Stream the shards' images and labels, in order, into one ADM-format .npz (arr_0 uint8 NHWC or, for clips,
+    NTHWC; arr_1 int64)
     holding one shard in memory at a time; written under a temp name, then renamed."""
     def write(tmp):
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:

@@ -23,33 +23,41 @@ _PATTERNS = {
 }
 
 
-def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """(B, C, *grid) -> (B, N, C * patch^rank) for grids of rank 1, 2 or 3."""
+def _per_axis(patch: int | tuple[int, ...], rank: int) -> tuple[int, ...]:
+    return (patch,) * rank if isinstance(patch, int) else tuple(patch)
+
+
+def patchify(x: torch.Tensor, patch: int | tuple[int, ...]) -> torch.Tensor:
+    """(B, C, *grid) -> (B, N, C * prod(patch)) for grids of rank 1, 2 or 3; `patch` is one size for every
+    axis or one per axis (video: (temporal, spatial, spatial))."""
     rank = x.dim() - 2
     if rank not in _PATTERNS:
         raise ValueError(f"patchify expects a grid of rank 1, 2 or 3, got shape {tuple(x.shape)}")
-    for size in x.shape[2:]:
-        if size % patch:
-            raise ValueError(f"grid {tuple(x.shape[2:])} is not divisible by patch size {patch}")
-    return rearrange(x, _PATTERNS[rank][0], **{f"p{i + 1}": patch for i in range(rank)})
+    patches = _per_axis(patch, rank)
+    if len(patches) != rank:
+        raise ValueError(f"{len(patches)} patch sizes {patches} for a grid of rank {rank}")
+    for size, p in zip(x.shape[2:], patches):
+        if size % p:
+            raise ValueError(f"grid {tuple(x.shape[2:])} is not divisible by patch sizes {patches}")
+    return rearrange(x, _PATTERNS[rank][0], **{f"p{i + 1}": p for i, p in enumerate(patches)})
 
 
-def unpatchify(tokens: torch.Tensor, patch: int, grid: tuple[int, ...]) -> torch.Tensor:
-    """(B, N, C * patch^rank) -> (B, C, *grid_in_units); `grid` counts tokens per axis."""
+def unpatchify(tokens: torch.Tensor, patch: int | tuple[int, ...], grid: tuple[int, ...]) -> torch.Tensor:
+    """(B, N, C * prod(patch)) -> (B, C, *grid_in_units); `grid` counts tokens per axis."""
     rank = len(grid)
     if rank not in _PATTERNS:
         raise ValueError(f"unpatchify expects a grid of rank 1, 2 or 3, got {grid}")
     names = _PATTERNS[rank][2]
-    sizes = {f"p{i + 1}": patch for i in range(rank)} | dict(zip(names, grid))
+    sizes = {f"p{i + 1}": p for i, p in enumerate(_per_axis(patch, rank))} | dict(zip(names, grid))
     return rearrange(tokens, _PATTERNS[rank][1], **sizes)
 
 
-def moments_shape(cfg: TokenizerConfig) -> tuple[int, int, int]:
-    """Shape of what encode_moments stores per image: pixels, or the VAE's (mean, log-variance)."""
-    if cfg.kind == "vae":
-        side = cfg.image_size // cfg.vae.stride
-        return (2 * cfg.vae.latent_channels, side, side)
-    return (cfg.channels, cfg.image_size, cfg.image_size)
+def moments_shape(cfg: TokenizerConfig) -> tuple[int, ...]:
+    """Shape of what encode_moments stores per sample: pixels (C, [T,] H, W), or the VAE's (mean, log-variance)
+    stacked on the channel axis, (2 * latent channels, [T',] h, w)."""
+    if cfg.kind == "pixel":
+        return cfg.input_shape
+    return (2 * cfg.vae.latent_channels, *cfg.latent_shape[1:])
 
 
 def scale_latent(latent: torch.Tensor, vae: VAEConfig) -> torch.Tensor:
@@ -65,12 +73,12 @@ def moments_to_tokens(moments: torch.Tensor, cfg: TokenizerConfig,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """Stored moments (B, *moments_shape) -> tokens (B, N, D); needs no VAE weights, so training
     workers that stream encoded data never load the VAE. For a VAE: a fresh posterior sample per call."""
-    if cfg.kind == "vae":
+    if cfg.kind != "pixel":
         mean, logvar = moments.chunk(2, dim=1)
         std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         moments = scale_latent(mean + std * noise, cfg.vae)
-    return patchify(moments, cfg.patch_size)
+    return patchify(moments, cfg.patch_sizes)
 
 
 class PixelTokenizer(nn.Module):
@@ -81,7 +89,7 @@ class PixelTokenizer(nn.Module):
         self.cfg = cfg
 
     def encode_moments(self, images: torch.Tensor) -> torch.Tensor:
-        return images  # (B, C, H, W): deterministic, nothing to sample
+        return images  # (B, C, [T,] H, W): deterministic, nothing to sample
 
     def moments_to_tokens(self, moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return moments_to_tokens(moments, self.cfg, generator)
@@ -90,8 +98,8 @@ class PixelTokenizer(nn.Module):
         return self.moments_to_tokens(self.encode_moments(images), generator)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        g = self.cfg.grid
-        return unpatchify(tokens, self.cfg.patch_size, (g, g)).clamp(-1, 1)
+        """(B, N, D) -> (B, C, [T,] H, W) in [-1, 1]."""
+        return unpatchify(tokens, self.cfg.patch_sizes, self.cfg.grid_shape).clamp(-1, 1)
 
 
 def build_vae(cfg: VAEConfig, channels: int = 3):
@@ -151,10 +159,53 @@ class VAETokenizer(nn.Module):
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        g = self.cfg.grid
-        latent = unscale_latent(unpatchify(tokens, self.cfg.patch_size, (g, g)), self.cfg.vae)
+        latent = unscale_latent(unpatchify(tokens, self.cfg.patch_sizes, self.cfg.grid_shape), self.cfg.vae)
         return self.vae.decode(latent).sample.clamp(-1, 1)
 
 
+def build_video_vae(cfg: VAEConfig, channels: int = 3):
+    """diffusers' AutoencoderKLCogVideoX (CogVideoX's causal 3-D VAE: 8x spatial, 4x temporal) from `weights`
+    or, when allowed, randomly initialised from the configured architecture (tests: the published layout)."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    if cfg.weights:
+        vae = AutoencoderKLCogVideoX.from_pretrained(cfg.weights, subfolder=cfg.subfolder)
+    elif cfg.allow_random_init:
+        n = len(cfg.block_out_channels)
+        with torch.random.fork_rng(devices=[]):  # seeded, as build_vae: every process builds the same VAE
+            torch.manual_seed(0)
+            vae = AutoencoderKLCogVideoX(
+                in_channels=channels, out_channels=channels,
+                down_block_types=("CogVideoXDownBlock3D",) * n, up_block_types=("CogVideoXUpBlock3D",) * n,
+                block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+                latent_channels=cfg.latent_channels, norm_num_groups=cfg.norm_num_groups,
+                temporal_compression_ratio=cfg.temporal_stride,
+            )
+    else:
+        raise ValueError(
+            "tokenizer.vae.weights is not set: give a local directory or hub id of CogVideoX's VAE (e.g. "
+            "--set tokenizer.vae.weights=THUDM/CogVideoX-2b tokenizer.vae.subfolder=vae), or set "
+            "tokenizer.vae.allow_random_init=true for a smoke test with an untrained VAE")
+    got = (2 ** (len(vae.config.block_out_channels) - 1), int(vae.config.temporal_compression_ratio))
+    if vae.config.latent_channels != cfg.latent_channels or got != (cfg.stride, cfg.temporal_stride):
+        raise ValueError(
+            f"video VAE at {cfg.weights!r} has latent_channels={vae.config.latent_channels}, stride={got[0]}, "
+            f"temporal stride={got[1]}; config says tokenizer.vae.latent_channels={cfg.latent_channels}, "
+            f"tokenizer.vae.stride={cfg.stride}, tokenizer.vae.temporal_stride={cfg.temporal_stride}")
+    return vae.eval().requires_grad_(False)
+
+
+class VideoVAETokenizer(VAETokenizer):
+    """CogVideoX's VAE: clips (B, C, T, H, W) -> moments (B, 2 * 16, T/4, H/8, W/8) -> patches (pt, p, p).
+    T is a multiple of 8 (TokenizerConfig checks it): diffusers encodes 8 frames at a time, and an even count
+    is pooled 2x twice, T -> T/4 exactly; only an odd count (1 + 4k) would keep a causal first frame (1 + k)."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        nn.Module.__init__(self)
+        self.cfg = cfg
+        self.vae = build_video_vae(cfg.vae, cfg.channels)
+
+
 def build_tokenizer(cfg: TokenizerConfig) -> nn.Module:
-    return VAETokenizer(cfg) if cfg.kind == "vae" else PixelTokenizer(cfg)
+    kinds = {"pixel": PixelTokenizer, "vae": VAETokenizer, "video_vae": VideoVAETokenizer}
+    return kinds[cfg.kind](cfg)

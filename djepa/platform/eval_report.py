@@ -12,7 +12,7 @@ from djepa.console import say
 from djepa.eval.report import ShardSums, metrics_of, read_shards, result_record
 from djepa.eval.shards import shard_path, write_adm_npz
 from djepa.eval.verdict import checkpoint_verdict
-from djepa.samples import grid_scale, save_grid_png
+from djepa.samples import save_grid
 
 
 def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: str, image_shape: tuple,
@@ -29,8 +29,8 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
             write_pngs(out / "png", arrays)
     npz = write_adm_npz(out / "samples.npz", [shard_path(out, a, b) for a, b in shards], n, image_shape) \
         if cfg.eval.save_npz else None
-    grid = save_grid_png(out / "grid.png", sums.grid_images(), ncol=c,  # a column per class
-                         scale=grid_scale(image_shape[0]))
+    grid_files = save_grid(out / "grid", sums.grid_images(), ncol=c)  # a column per class; clips: GIF + strip
+    grid = grid_files["main"]
     metrics = {}
     for k in names:
         say("eval", f"{k} metrics on {n:,} samples")
@@ -41,7 +41,8 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
     result = result_record(cfg, n, checkpoint, sample_hash, reference, metrics, {"samples": npz, "grid": grid},
                            timing | {"seconds_per_image": sums.seconds_per_image()})
     result["verdict"] = checkpoint_verdict(metrics, cfg, checkpoint)  # None: nothing says they are unusable
-    result["mlflow"] = track_evaluation(cfg, out, checkpoint, result, grid, **track)
+    result["mlflow"] = track_evaluation(cfg, out, checkpoint, result,
+                                        sorted({p for k, p in grid_files.items() if k != "main"}), **track)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     print_summary(result, out, image_shape)
     return result
@@ -84,7 +85,7 @@ def training_run(checkpoint: Path) -> str | None:
     return None
 
 
-def track_evaluation(cfg: Config, out: Path, checkpoint: Path, result: dict, grid: Path,
+def track_evaluation(cfg: Config, out: Path, checkpoint: Path, result: dict, grid: list[Path],
                      parent_run_id: str | None = None, run_name: str | None = None, tags: dict | None = None):
     """The evaluation's MLflow run, a child of parent_run_id (default: the checkpoint's training run)."""
     from djepa.platform.tracking import start_run
@@ -101,7 +102,8 @@ def track_evaluation(cfg: Config, out: Path, checkpoint: Path, result: dict, gri
         tracker.set_tag(k, v)
     spi = result.get("seconds_per_image")
     tracker.log_metrics(result["metrics"] | ({"seconds_per_image": spi} if spi is not None else {}), step=0)
-    tracker.log_artifact(grid, "samples")
+    for path in grid:  # grid.png; for clips grid.gif, grid.mp4 and grid_strip.png
+        tracker.log_artifact(path, "samples")
     tracker.log_dict(result, "metrics.json")
     tracker.finish()
     return {"run_id": tracker.run_id, "parent_run_id": parent, "url": tracker.url}

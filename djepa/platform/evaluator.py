@@ -236,7 +236,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, num_samples: int | None = None
     try:
         features = extractor_identities(cfg)  # here first: a missing weight file stops us before Ray starts
         reference = resolve_reference(cfg, features) if with_metrics else None
-        image_shape = (cfg.tokenizer.image_size, cfg.tokenizer.image_size, cfg.tokenizer.channels)
+        image_shape = cfg.tokenizer.sample_shape  # (H, W, C), or (T, H, W, C) for clips
         _write_plan(out, sample_hash, {"identity": identity, "checkpoint": str(checkpoint),
                                        "shard_size": e.shard_size, "features": features})
         shards = plan(n, e.shard_size)

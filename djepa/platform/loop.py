@@ -104,10 +104,11 @@ class Previewer:
 
             self.tokenizer = build_tokenizer(self.cfg.tokenizer).to(self.device)
         t = time.perf_counter()
-        png = write_preview(ema, self.cfg, self.run_dir / "previews", self.device, self.tokenizer, f"step_{step:07d}",
-                            npz=False)["png"]
-        self.tracker.log_artifact(png, "samples")
-        say("train", f"sample grid at step {step}: {png} ({time.perf_counter() - t:.1f}s)")
+        files = write_preview(ema, self.cfg, self.run_dir / "previews", self.device, self.tokenizer,
+                              f"step_{step:07d}", npz=False)
+        for path in sorted({p for k, p in files.items() if k != "main"}):  # clips: the GIF, MP4 and strip
+            self.tracker.log_artifact(path, "samples")
+        say("train", f"sample grid at step {step}: {files['main']} ({time.perf_counter() - t:.1f}s)")
 
 
 class OnlinePoints:
