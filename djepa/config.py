@@ -315,10 +315,13 @@ class EvalConfig(_Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     shard_size: int = Field(1000, ge=1)  # samples per shard file: the unit of restart
-    features: list[Literal["inception", "domain", "dinov2"]] = ["inception"]
+    # images: inception, dinov2, domain (the embedded digits); clips: i3d (FVD), domain (Moving MNIST)
+    features: list[Literal["inception", "domain", "dinov2", "i3d"]] = ["inception"]
     reference: str | None = None  # ADM-format reference .npz: mu, sigma (Inception), arr_0 images for P/R
     inception_weights: str | None = None  # local FID Inception weights; else $DJEPA_INCEPTION_WEIGHTS, else download
     dinov2_weights: str | None = None  # local dinov2_vitl14_pretrain.pth (FD-DINOv2); else torch.hub's download
+    # FVD's I3D (Kinetics-400) as a state dict file (djepa/video/fvd.py names the release): never downloaded here
+    i3d_weights: str | None = None
     feature_batch_size: int = Field(200, ge=1)
     reference_images: int = Field(10000, ge=1)  # real images kept for precision/recall (ADM: 10k)
     is_splits: int = Field(10, ge=1)
@@ -358,6 +361,13 @@ class Config(_Strict):
                 self.train.eval_samples < self.eval.is_splits:
             raise ValueError(f"train.eval_samples={self.train.eval_samples} is fewer than eval.is_splits="
                              f"{self.eval.is_splits} (the IS splits); raise it or lower eval.is_splits")
+        kind = "clips" if self.tokenizer.is_video else "images"
+        wrong = set(self.eval.features) - ({"i3d", "domain"} if self.tokenizer.is_video else
+                                           {"inception", "dinov2", "domain"})
+        if wrong:
+            raise ValueError(f"eval.features {sorted(wrong)} cannot measure {kind} (tokenizer.frames="
+                             f"{self.tokenizer.frames}); use " + ("[i3d] (FVD) or [domain]" if self.tokenizer.is_video
+                                                                  else "[inception], [dinov2] or [domain]"))
         if self.train.batch_size % self.train.workers:
             raise ValueError(f"train.batch_size={self.train.batch_size} is not divisible by "
                              f"train.workers={self.train.workers}")
