@@ -6,6 +6,7 @@ MLflow. It trains by steps (train.steps), with train.max_minutes only as a ceili
     python jobs/demo.py                                     # configs/mnist.yaml + configs/sweep-demo.yaml
     python jobs/demo.py --set train.steps=300 --sweep none
     python jobs/demo.py --local                             # 3 minutes in one process, no Ray: the 8x8 digits
+    python jobs/demo.py --video                             # configs/moving-mnist.yaml: Moving MNIST clips
 
 Running it again reuses the finished training run, evaluation shards and sweep trials.
 """
@@ -17,17 +18,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from djepa.cli import parse, run  # noqa: E402
 
 LOCAL = "--local" in sys.argv
+VIDEO = "--video" in sys.argv
 
 
 def _flags(ap):
     ap.add_argument("--local", action="store_true", help="the in-process digits demo (no Ray, no evaluation job)")
+    ap.add_argument("--video", action="store_true", help="the video demo: class-conditional Moving MNIST clips "
+                                                         "(configs/moving-mnist.yaml; docs/video.md)")
     ap.add_argument("--sweep", default="configs/sweep-demo.yaml", help="sweep config, or 'none' to skip the sweep")
     ap.add_argument("--sweep-set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the sweep config")
 
 
 if __name__ == "__main__":
-    cfg, args = parse(__doc__, default_config="configs/digits.yaml" if LOCAL else "configs/mnist.yaml",
-                      add_args=_flags)
+    default = "configs/moving-mnist.yaml" if VIDEO else "configs/digits.yaml" if LOCAL else "configs/mnist.yaml"
+    cfg, args = parse(__doc__, default_config=default, add_args=_flags)
     if args.local:
         from djepa.demo import run_local_demo  # noqa: E402
 

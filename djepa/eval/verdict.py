@@ -21,7 +21,7 @@ def problems(metrics: dict, num_classes: int) -> list[str]:
     cc = metrics.get("consistency_domain")
     if cc is not None and cc < CHANCE_FACTOR / num_classes:
         out.append(f"class consistency {cc:.3f} is near chance ({1 / num_classes:.2f} for {num_classes} classes): "
-                   f"the classifier of real images does not see the asked-for class")
+                   f"the classifier of real data does not see the asked-for class")
     fd, floor = metrics.get("fd_domain"), metrics.get("floor_fd_domain")
     if fd is not None and floor and fd > FD_FACTOR * floor:
         out.append(f"domain FD {fd:.1f} is {fd / floor:.0f}x the real-data floor {floor:.2f}")

@@ -61,7 +61,8 @@ def run_demo(cfg: Config, sweep_file: str | None, sweep_overrides: list[str] = (
                "samples": ev["samples"], "metrics": m, "sampling": ev["sampling"],
                "sweep": {k: sweep[k] for k in ("best", "best_metrics", "best_yaml", "plots", "out")} if sweep else None,
                "mlflow_ui": f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri,
-               "training_run": trained.get("mlflow_url"), "verdict": ev.get("verdict")}
+               "training_run": trained.get("mlflow_url"), "verdict": ev.get("verdict"),
+               "video": cfg.tokenizer.is_video}
     out = Path(cfg.train.out_dir).resolve().parent / "demo.json"
     out.write_text(json.dumps(summary, indent=1))
     _print(summary, out)
@@ -71,7 +72,8 @@ def run_demo(cfg: Config, sweep_file: str | None, sweep_overrides: list[str] = (
 def _print(s: dict, out: Path) -> None:
     m, p = s["metrics"], s["sampling"]
     print(f"\n[demo] done in {s['seconds'] / 60:.1f} min", flush=True)
-    print(f"  sample grid   {s['grid']}  (a column per class)")
+    print(f"  sample grid   {s['grid']}  (a column per class" + (", animated; frames side by side in "
+          f"{Path(s['grid']).with_name('grid_strip.png')})" if s["video"] else ")"))
     print(f"  trained       {s['steps']} steps in {s['train_seconds']:.0f}s -> {s['checkpoint']}")
     print(f"  evaluation    cfg {p['cfg']:g}, T {p['temperature']:g}, {p['ar_steps']} AR steps: "
           + ", ".join(f"{k} {m[k]:.3f}" for k in ("consistency_domain", "fd_domain", "is_domain",
@@ -86,5 +88,6 @@ def _print(s: dict, out: Path) -> None:
     if s["verdict"]:
         print("\n" + s["verdict"], flush=True)
     elif "consistency_domain" in m:
-        print(f"\nVERDICT: usable samples: the real-digit classifier recognises {m['consistency_domain']:.0%} of them "
+        what = "clip" if s["video"] else "digit"
+        print(f"\nVERDICT: usable samples: the real-{what} classifier recognises {m['consistency_domain']:.0%} of them "
               f"as their class (chance {1 / 10:.0%}).", flush=True)
