@@ -1,4 +1,4 @@
-"""jobs/convert.py: the D-JEPA authors' layout, refusals that name the file, and the README's reproduction
+"""jobs/convert.py: the D-JEPA authors' layout, refusals that name the file, and the reproduction
 recipe end to end on the tiny MAR fixtures (convert VAE and model, encode, reference, evaluate)."""
 import argparse
 import os
@@ -140,7 +140,7 @@ def test_refusals_name_the_file(tmp_path, capsys):
 
 
 def test_reproduction_recipe_runs_end_to_end_on_the_tiny_fixtures(tmp_path):
-    """README "Reproducing published numbers", every command, on the tiny fixtures instead of the downloads."""
+    """docs/reproducing.md, every command, on the tiny fixtures instead of the downloads."""
     from djepa.eval.features import random_inception_weights
 
     env = os.environ | {"RAY_ADDRESS": "local", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
