@@ -44,12 +44,12 @@ def unpatchify(tokens: torch.Tensor, patch: int, grid: tuple[int, ...]) -> torch
     return rearrange(tokens, _PATTERNS[rank][1], **sizes)
 
 
-def moments_shape(cfg: TokenizerConfig) -> tuple[int, int, int]:
-    """Shape of what encode_moments stores per image: pixels, or the VAE's (mean, log-variance)."""
-    if cfg.kind == "vae":
-        side = cfg.image_size // cfg.vae.stride
-        return (2 * cfg.vae.latent_channels, side, side)
-    return (cfg.channels, cfg.image_size, cfg.image_size)
+def moments_shape(cfg: TokenizerConfig) -> tuple[int, ...]:
+    """Shape of what encode_moments stores per sample, (C, [T,] H, W): the pixels themselves, or a VAE's
+    (mean, log-variance) on its latent grid (twice the latent channels)."""
+    if cfg.kind == "pixel":
+        return cfg.input_shape
+    return (2 * cfg.vae.latent_channels, *cfg.latent_shape[1:])
 
 
 def scale_latent(latent: torch.Tensor, vae: VAEConfig) -> torch.Tensor:
