@@ -16,7 +16,7 @@ import torch
 from djepa.checkpoint import save_checkpoint
 from djepa.config import Config
 from djepa.console import say
-from djepa.data.sources import load_source
+from djepa.data.sources import check_shape, load_source
 from djepa.engine import build_optimizer
 from djepa.lock import hold
 from djepa.models.tokenizer import build_tokenizer
@@ -50,11 +50,7 @@ def train_local(cfg: Config, out_dir: str | Path | None = None, *, on_step=None)
 def in_memory(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """cfg.data.source as tensors, checked against the tokenizer and the number of classes."""
     images, labels = load_source(cfg.data.source)
-    expect = cfg.tokenizer.input_shape
-    if images.shape[1:] != expect:
-        raise ValueError(f"data.source={cfg.data.source} gives samples {images.shape[1:]}, but the tokenizer expects "
-                         f"(channels, [frames,] height, width) = {expect} (tokenizer.channels, tokenizer.frames, "
-                         f"tokenizer.image_size)")
+    check_shape(cfg.data.source, images, cfg.tokenizer)
     if labels.max() >= cfg.model.num_classes:
         raise ValueError(f"data has label {labels.max()} but model.num_classes={cfg.model.num_classes}")
     return torch.from_numpy(images), torch.from_numpy(labels)

@@ -1,12 +1,13 @@
-"""The offline encode job: images -> tokenizer moments (image and its flip) -> Parquet shards + manifest.json.
+"""The offline encode job: images or clips -> tokenizer moments (each and its mirror) -> Parquet shards + manifest.
 
-A Ray Data pipeline: images are read and centre-cropped by CPU tasks, the tokenizer runs
-in `map_batches` on an actor pool (one GPU each on a cluster, CPU locally), and the shards
+A Ray Data pipeline: images (or videos, djepa/video/reader.py) are read and centre-cropped by CPU tasks, the tokenizer
+runs in `map_batches` on an actor pool (one GPU each on a cluster, CPU locally), and the shards
 are written to a temporary directory that is renamed into place only when complete.
 Re-running on a finished output with the same settings does nothing.
 """
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -19,28 +20,59 @@ import numpy as np
 
 from djepa.config import Config, ConfigError, TokenizerConfig
 from djepa.console import say
+from djepa.data.format import FORMAT, BadImageError, DatasetError  # noqa: F401  (FORMAT, BadImageError: old home)
 from djepa.data.images import FolderScan, decode_image, scan_folder, unreadable_headers
-from djepa.data.sources import load_source
+from djepa.data.sources import check_shape, load_source
 from djepa.digest import files_sha256
 from djepa.lock import hold
 from djepa.models.tokenizer import moments_shape
+from djepa.video.reader import VideoError, VideoScan, decode_clip, probe, scan_videos
 
-FORMAT = "djepa-encoded-v1"
+FOLDERS = ("folder", "video_folder")  # sources read from data.root
+
+
+def _is_video(cfg: Config) -> bool:
+    return cfg.data.source in ("moving_mnist", "video_folder") or cfg.tokenizer.frames > 0
+
+
+def _check_source(cfg: Config) -> None:
+    """The data and tokenizer keys that must agree before anything is read."""
+    d, t = cfg.data, cfg.tokenizer
+    if d.source in FOLDERS and not d.root:
+        raise ConfigError(f"data.source={d.source} needs data.root (the directory holding one folder per class)")
+    if d.source == "video_folder" and not t.frames:
+        raise ConfigError("data.source=video_folder needs tokenizer.frames > 0 (the clip length in frames at data.fps)")
+    if d.source == "video_folder" and t.channels not in (1, 3):
+        raise ConfigError(f"data.source=video_folder reads grey (tokenizer.channels=1) or RGB (3) frames, not "
+                          f"tokenizer.channels={t.channels}")
+    if d.source == "folder" and t.frames:
+        raise ConfigError(f"data.source=folder reads images, but tokenizer.frames={t.frames}; set tokenizer.frames=0, "
+                          f"or data.source=video_folder for videos")
 
 
 def encode_settings(cfg: Config) -> dict:
-    """Everything that changes the encoded bytes; its hash names and guards the output."""
-    if cfg.data.source == "folder" and not cfg.data.root:
-        raise ConfigError("data.source=folder needs data.root (the directory holding one folder per class)")
+    """Everything that changes the encoded bytes; its hash names and guards the output. Keys for clips are added
+    only for video sources, so every image config keeps the hash (and the output directory) it had."""
+    _check_source(cfg)
     t = cfg.tokenizer
-    tok = {"kind": t.kind, "image_size": t.image_size, "channels": t.channels}
-    if t.kind == "vae":
+    # [H, W] as a list, as JSON reads it back (the hash is the same: json.dumps writes a tuple as a list)
+    size = list(t.image_size) if isinstance(t.image_size, tuple) else t.image_size
+    tok = {"kind": t.kind, "image_size": size, "channels": t.channels}
+    if t.kind != "pixel":
         tok |= {"vae_weights": t.vae.weights, "vae_subfolder": t.vae.subfolder, "stride": t.vae.stride,
                 "latent_channels": t.vae.latent_channels}
         if not t.vae.weights:  # a randomly initialised VAE is defined by its architecture
             tok |= {"block_out_channels": t.vae.block_out_channels, "layers_per_block": t.vae.layers_per_block}
-    root = str(Path(cfg.data.root).resolve()) if cfg.data.source == "folder" else None
-    return {"source": cfg.data.source, "root": root, "tokenizer": tok, "on_bad_image": cfg.data.on_bad_image}
+    if t.kind == "video_vae":
+        tok["temporal_stride"] = t.vae.temporal_stride
+    if _is_video(cfg):
+        tok["frames"] = t.frames  # the clip size is image_size above
+    root = str(Path(cfg.data.root).resolve()) if cfg.data.source in FOLDERS else None
+    settings = {"source": cfg.data.source, "root": root, "tokenizer": tok, "on_bad_image": cfg.data.on_bad_image}
+    if cfg.data.source == "video_folder":
+        split = str(Path(cfg.data.split_file).resolve()) if cfg.data.split_file else None
+        settings |= {"fps": cfg.data.fps, "split_file": split}
+    return settings
 
 
 def encode_hash(cfg: Config) -> str:
@@ -54,16 +86,9 @@ def encoded_dir(cfg: Config) -> Path:
     return Path("outputs/encoded", f"{cfg.data.source}-{encode_hash(cfg)}").resolve()
 
 
-class BadImageError(ValueError):
-    """An image that cannot be decoded, with data.on_bad_image=fail (a user error: the job exits 2 naming it)."""
-
-    @classmethod
-    def of(cls, bad: list[str]) -> "BadImageError":
-        """From records "path<TAB>why" (the first one named, the others counted)."""
-        path, why = bad[0].split("\t", 1)
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        return cls(f"unreadable image {path} ({why}){more}. Remove it, or set data.on_bad_image=skip to skip "
-                   f"and count such files")
+def _what(cfg: Config) -> str:
+    """What a bad file is called in messages and in the list of skipped ones (bad_images.txt, bad_videos.txt)."""
+    return "video" if cfg.data.source == "video_folder" else "image"
 
 
 def _bad_records(bad_dir: Path) -> list[str]:
@@ -73,7 +98,7 @@ def _bad_records(bad_dir: Path) -> list[str]:
 
 
 class Tokenize:
-    """Actor-pool callable: a batch of images -> posterior moments of each image and of its mirror."""
+    """Actor-pool callable: a batch of images or clips -> posterior moments of each and of its mirror."""
 
     def __init__(self, tokenizer: dict):
         import torch
@@ -82,28 +107,46 @@ class Tokenize:
 
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.tok = build_tokenizer(TokenizerConfig.model_validate(tokenizer)).to(self.device)
+        cfg = TokenizerConfig.model_validate(tokenizer)
+        self.tok, self.shape = build_tokenizer(cfg).to(self.device), tuple(moments_shape(cfg))
 
     def __call__(self, batch: dict) -> dict:
         x = self.torch.from_numpy(np.array(batch["image"], dtype=np.float32)).to(self.device)  # a writable copy
         with self.torch.no_grad():
             m = self.tok.encode_moments(x).float().cpu().numpy()  # (B, *moments_shape)
+            # the mirror flips the last axis, the width: for a clip (B, C, T, H, W) every frame is mirrored
             mf = self.tok.encode_moments(x.flip(-1)).float().cpu().numpy()
-        return {"key": batch["key"], "label": batch["label"].astype(np.int64), "moments": m, "moments_flip": mf}
+        if m.shape[1:] != self.shape:  # the manifest (and training) trusts moments_shape: never write other shapes
+            raise ValueError(f"the {self.tok.cfg.kind} tokenizer gave moments {m.shape[1:]} per sample, but "
+                             f"moments_shape says {self.shape}")
+        out = {"key": batch["key"], "label": batch["label"].astype(np.int64), "moments": m, "moments_flip": mf}
+        if "valid_frames" in batch:  # clips: the real frames before the zero padding
+            out["valid_frames"] = batch["valid_frames"].astype(np.int64)
+        return out
 
 
-def _decode_batch(batch: dict, size: int, channels: int, classes: list[str], root: str, on_bad: str,
-                  bad_dir: str) -> dict:
-    """Bytes + paths -> images, labels from the parent folder. Unreadable files are recorded in `bad_dir` as
-    "path<TAB>why" and skipped, or, with on_bad=fail, recorded and then the task fails (stopping the pipeline):
-    the driver reports the record, which reaches it intact whatever Ray does to the exception."""
-    images, labels, keys, bad = [], [], [], []
-    index = {c: i for i, c in enumerate(classes)}  # the top folder under root is the class (images may be nested)
+def _image_columns(data: bytes, size: int, channels: int) -> dict:
+    return {"image": decode_image(data, size, channels)}
+
+
+def _clip_columns(data: bytes, **clip) -> dict:
+    image, valid = decode_clip(data, **clip)
+    return {"image": image, "valid_frames": valid}
+
+
+def _decode_batch(batch: dict, decode, empty: dict, classes: list[str], root: str, on_bad: str, bad_dir: str,
+                  what: str = "image") -> dict:
+    """Bytes + paths -> decode(bytes)'s columns (an image, or a clip and its valid_frames), labels from the top
+    folder. Unreadable files are recorded in `bad_dir` as "path<TAB>why" and skipped, or, with on_bad=fail,
+    recorded and then the task fails (stopping the pipeline): the driver reports the record, which reaches it
+    intact whatever Ray does to the exception. `empty`: the columns of a batch without a readable file."""
+    rows, labels, keys, bad = [], [], [], []
+    index = {c: i for i, c in enumerate(classes)}  # the top folder under root is the class (files may be nested)
     for data, path in zip(batch["bytes"], batch["path"]):
         try:
-            images.append(decode_image(data, size, channels))
-        except Exception as err:  # PIL raises many types for a broken file
-            bad.append(f"{path}\t{type(err).__name__}: {err}")
+            rows.append(decode(data))
+        except Exception as err:  # PIL and PyAV raise many types for a broken file; VideoError is the reason itself
+            bad.append(f"{path}\t{err if isinstance(err, VideoError) else f'{type(err).__name__}: {err}'}")
             if on_bad == "fail":
                 break
             continue
@@ -113,32 +156,44 @@ def _decode_batch(batch: dict, size: int, channels: int, classes: list[str], roo
     if bad:
         Path(bad_dir, f"{uuid.uuid4().hex}.txt").write_text("\n".join(bad) + "\n")
         if on_bad == "fail":
-            raise BadImageError.of(bad)
-    arr = np.stack(images) if images else np.zeros((0, channels, size, size), np.float32)
-    return {"image": arr, "label": np.asarray(labels, np.int64), "key": np.asarray(keys, dtype=object)}
+            raise BadImageError.of(bad, what)
+    columns = {k: np.stack([r[k] for r in rows]) if rows else v for k, v in empty.items()}
+    return columns | {"label": np.asarray(labels, np.int64), "key": np.asarray(keys, dtype=object)}
 
 
-def _source_dataset(cfg: Config, bad_dir: Path, scan: FolderScan | None = None):
-    """-> (Ray Dataset with image/label/key columns, class names). A folder is read from the files of its scan
-    (made here unless given): exactly the files the scan listed, so nothing is dropped without being listed."""
+def _decoder(cfg: Config) -> tuple:
+    """-> (decode(bytes) -> columns, the columns of an empty batch) for a folder source's files."""
+    t = cfg.tokenizer
+    if cfg.data.source == "video_folder":
+        decode = functools.partial(_clip_columns, frames=t.frames, fps=cfg.data.fps, height=t.height, width=t.width,
+                                   channels=t.channels)
+        return decode, {"image": np.zeros((0, *t.input_shape), np.float32), "valid_frames": np.zeros(0, np.int64)}
+    decode = functools.partial(_image_columns, size=t.image_size, channels=t.channels)
+    return decode, {"image": np.zeros((0, t.channels, t.image_size, t.image_size), np.float32)}
+
+
+def _source_dataset(cfg: Config, bad_dir: Path, scan: FolderScan | VideoScan | None = None):
+    """-> (Ray Dataset with image/label/key columns (and valid_frames for clips), class names). A folder is read
+    from the files of its scan (made here unless given): exactly the files the scan listed, so nothing is dropped
+    without being listed."""
     import ray.data
 
-    t = cfg.tokenizer
-    if cfg.data.source == "folder":
+    if cfg.data.source in FOLDERS:
         root = str(Path(cfg.data.root).resolve())
-        scan = scan or scan_folder(root)
-        classes = scan.classes
+        if scan is None:
+            scan = scan_videos(root, cfg.data.split_file) if cfg.data.source == "video_folder" else scan_folder(root)
+        decode, empty = _decoder(cfg)
+        # the bytes travel to the decode tasks: PyAV reads a video from memory as well as from a path
         ds = ray.data.read_binary_files(scan.files, include_paths=True)
-        fn_kwargs = dict(size=t.image_size, channels=t.channels, classes=classes, root=root,
-                         on_bad=cfg.data.on_bad_image, bad_dir=str(bad_dir))
-        return ds.map_batches(_decode_batch, fn_kwargs=fn_kwargs, batch_size=cfg.data.encode_batch_size), classes
+        fn_kwargs = dict(decode=decode, empty=empty, classes=scan.classes, root=root, on_bad=cfg.data.on_bad_image,
+                         bad_dir=str(bad_dir), what=_what(cfg))
+        return ds.map_batches(_decode_batch, fn_kwargs=fn_kwargs, batch_size=cfg.data.encode_batch_size), scan.classes
     images, labels = load_source(cfg.data.source)
-    if images.shape[1:] != (t.channels, t.image_size, t.image_size):
-        raise ValueError(f"data.source={cfg.data.source} gives images {images.shape[1:]}, but the tokenizer expects "
-                         f"(tokenizer.channels, tokenizer.image_size, tokenizer.image_size) = "
-                         f"{(t.channels, t.image_size, t.image_size)}")
+    check_shape(cfg.data.source, images, cfg.tokenizer)
     keys = [f"{cfg.data.source}/{i:06d}" for i in range(len(images))]
     items = [{"image": im, "label": y, "key": k} for im, y, k in zip(images, labels, keys)]
+    if images.ndim == 5:  # bundled clips are whole: every frame is real
+        items = [row | {"valid_frames": images.shape[2]} for row in items]
     return ray.data.from_items(items), [str(c) for c in range(int(labels.max()) + 1)]
 
 
@@ -174,10 +229,13 @@ def _finished(out: Path, digest: str) -> dict | None:
     return None
 
 
-def _scan(cfg: Config) -> FolderScan | None:
-    """A folder source's layout, checked here, in the driver, before Ray starts (None for other sources)."""
+def _scan(cfg: Config) -> tuple[FolderScan | VideoScan | None, list[str]]:
+    """A folder source's layout, checked here, in the driver, before Ray starts (None for other sources), and
+    the "path<TAB>why" records of the videos the probe refused (with data.on_bad_image=skip; fail raises)."""
+    if cfg.data.source == "video_folder":
+        return _scan_videos(cfg)
     if cfg.data.source != "folder":
-        return None
+        return None, []
     scan = scan_folder(cfg.data.root)
     say("encode", f"{cfg.data.root}: {len(scan.classes)} classes, {len(scan.files):,} image files, "
                   f"{len(scan.ignored)} other file(s) ignored" + (" (listed in ignored_files.txt)" if scan.ignored
@@ -186,24 +244,56 @@ def _scan(cfg: Config) -> FolderScan | None:
         bad = unreadable_headers(scan.files)
         if bad:
             raise BadImageError.of(bad)
-    return scan
+    return scan, []
 
 
-def _manifest(cfg: Config, classes: list[str], files: list[dict], bad: list[str], scan: FolderScan | None,
-              seconds: float) -> dict:
-    t, shape = cfg.tokenizer, moments_shape(cfg.tokenizer)
-    return {
+def _scan_videos(cfg: Config) -> tuple[VideoScan, list[str]]:
+    """The video tree (and split file), then every video probed (reader.probe: the whole file demuxed, its first
+    frame decoded): a bad one is named here with data.on_bad_image=fail, or left out of the read and recorded."""
+    d = cfg.data
+    scan = scan_videos(d.root, d.split_file)
+    split = f" listed in {d.split_file}" if d.split_file else ""
+    say("encode", f"{d.root}: {len(scan.classes)} classes, {len(scan.files):,} video files{split}, "
+                  f"{len(scan.ignored)} other file(s) ignored" + (" (listed in ignored_files.txt)" if scan.ignored
+                                                                   else "") + "; probing the videos")
+    start, bad = time.perf_counter(), []
+    for path in scan.files:
+        why = probe(path)
+        if why and d.on_bad_image == "fail":
+            raise BadImageError.of([f"{path}\t{why}"], "video")
+        if why:
+            bad.append(f"{path}\t{why}")
+    say("encode", f"probed {len(scan.files):,} videos in {time.perf_counter() - start:.1f} s: {len(bad)} unreadable")
+    if len(bad) == len(scan.files):
+        path, why = bad[0].split("\t", 1)
+        raise DatasetError(f"none of the {len(bad)} videos under data.root={d.root!r}{split} can be read (the first: "
+                           f"{path}: {why}); check data.root and data.split_file")
+    refused = {line.split("\t", 1)[0] for line in bad}
+    scan.files = [f for f in scan.files if f not in refused]
+    return scan, bad
+
+
+def _manifest(cfg: Config, classes: list[str], files: list[dict], bad: list[str],
+              scan: FolderScan | VideoScan | None, seconds: float) -> dict:
+    t = cfg.tokenizer
+    manifest = {
         "format": FORMAT, "source": cfg.data.source, "root": encode_settings(cfg)["root"], "classes": classes,
         "num_classes": len(classes), "rows": sum(f["rows"] for f in files), "skipped": len(bad),
         "ignored": len(scan.ignored) if scan else 0,
-        "tokenizer": t.kind, "vae": t.vae.weights if t.kind == "vae" else None,
-        "scale_factor": t.vae.scale_factor if t.kind == "vae" else None,
-        # moments hold (mean, log-variance) for a VAE, so twice the latent channels
-        "moments_shape": list(shape), "latent_shape": [shape[0] // (2 if t.kind == "vae" else 1), *shape[1:]],
+        "tokenizer": t.kind, "vae": t.vae.weights if t.kind != "pixel" else None,
+        "scale_factor": t.vae.scale_factor if t.kind != "pixel" else None,
+        # per axis, (C, [T,] H, W); moments hold (mean, log-variance) for a VAE, so twice the latent channels
+        "moments_shape": list(moments_shape(t)), "latent_shape": list(t.latent_shape),
         "dtype": "float32", "columns": ["key", "label", "moments", "moments_flip"], "files": files,
         "settings": encode_settings(cfg), "encode_hash": encode_hash(cfg), "config_hash": cfg.hash(),
         "seconds": round(seconds, 1),
     }
+    if _is_video(cfg):  # image manifests keep exactly their old keys
+        manifest["columns"].append("valid_frames")  # per clip: real frames before the black zero padding
+        manifest["frames"] = t.frames
+        if cfg.data.source == "video_folder":
+            manifest["fps"] = cfg.data.fps
+    return manifest
 
 
 def _encode_locked(cfg: Config, out: Path) -> dict:
@@ -213,11 +303,14 @@ def _encode_locked(cfg: Config, out: Path) -> dict:
     if manifest:
         say("encode", f"{out} is already complete ({manifest['rows']:,} rows); nothing to do")
         return manifest
-    scan = _scan(cfg)
+    scan, refused = _scan(cfg)
+    what = _what(cfg)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     (tmp / "_bad").mkdir(parents=True)
     if scan and scan.ignored:
         (tmp / "ignored_files.txt").write_text("\n".join(scan.ignored) + "\n")
+    if refused:  # the probe's records join the decode tasks' ones
+        (tmp / "_bad" / "probe.txt").write_text("\n".join(refused) + "\n")
     start = time.perf_counter()
     try:
         if not ray.is_initialized():
@@ -233,10 +326,10 @@ def _encode_locked(cfg: Config, out: Path) -> dict:
         bad = _bad_records(tmp / "_bad")
         shutil.rmtree(tmp / "_bad")
         if bad:
-            (tmp / "bad_images.txt").write_text("\n".join(bad) + "\n")
+            (tmp / f"bad_{what}s.txt").write_text("\n".join(bad) + "\n")
         manifest = _manifest(cfg, classes, _shard_files(tmp / "shards"), bad, scan, time.perf_counter() - start)
         if manifest["rows"] == 0:
-            raise ValueError(f"no image of data.source={cfg.data.source} could be encoded ({len(bad)} unreadable)")
+            raise ValueError(f"no {what} of data.source={cfg.data.source} could be encoded ({len(bad)} unreadable)")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         tmp.rename(out)  # the output appears only when complete
     except BaseException:
@@ -252,8 +345,8 @@ def _encode_locked(cfg: Config, out: Path) -> dict:
     ds = None
     gc.collect()
     if failure:  # a clean error: Ray's traceback would keep the dataset (and its actors) alive
-        raise BadImageError.of(failure)
-    skipped = f", {len(bad)} unreadable image(s) skipped (listed in {out / 'bad_images.txt'})" if bad else ""
+        raise BadImageError.of(failure, what)
+    skipped = f", {len(bad)} unreadable {what}(s) skipped (listed in {out / f'bad_{what}s.txt'})" if bad else ""
     if manifest["ignored"]:
         skipped += f", {manifest['ignored']} other file(s) ignored (listed in {out / 'ignored_files.txt'})"
     say("encode", f"wrote {manifest['rows']:,} rows in {len(manifest['files'])} shard(s) to {out} in "

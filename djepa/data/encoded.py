@@ -16,13 +16,9 @@ import numpy as np
 import torch
 
 from djepa.config import Config
-from djepa.data.encode import FORMAT
+from djepa.data.format import FORMAT, DatasetError  # noqa: F401  (DatasetError: still importable from here)
 from djepa.digest import files_sha256
 from djepa.models.tokenizer import moments_shape, moments_to_tokens
-
-
-class DatasetError(RuntimeError):
-    """An encoded dataset that cannot be used; the message names the file and the fix."""
 
 
 def _reencode_hint(cfg: Config, path: Path) -> str:
@@ -46,7 +42,7 @@ def open_encoded(cfg: Config, path: str | Path) -> dict:
         raise DatasetError(f"{mf} has format {manifest.get('format')!r}, expected {FORMAT!r}")
     t = cfg.tokenizer
     want = {"tokenizer": t.kind, "moments_shape": list(moments_shape(t)),
-            "vae": t.vae.weights if t.kind == "vae" else None}
+            "vae": t.vae.weights if t.kind != "pixel" else None}
     got = {k: manifest.get(k) for k in want}
     if got != want:
         # scale_factor and patch_size are applied when tokens are drawn, so they may differ from the manifest
@@ -110,11 +106,14 @@ def epochs_per_pass(cfg: Config, rows: int) -> int:
 
 
 def read_shard(path: str | Path, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """One Parquet shard -> {key, label, moments, moments_flip} arrays (also without Ray's tensor type)."""
+    """One Parquet shard -> {key, label, moments, moments_flip[, valid_frames]} arrays (also without Ray's tensor
+    type)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(str(path))
     out = {"key": table["key"].to_numpy(zero_copy_only=False), "label": table["label"].to_numpy()}
+    if "valid_frames" in table.column_names:  # video rows: the real frames before the zero padding
+        out["valid_frames"] = table["valid_frames"].to_numpy()
     for name in ("moments", "moments_flip"):
         arr = table[name].combine_chunks()
         arr = getattr(arr, "storage", arr)  # Ray's tensor extension type wraps a flat list array
@@ -147,6 +146,6 @@ def batch_tokens(batch: dict, cfg: Config, generator: torch.Generator | None = N
     if cfg.data.hflip:
         flipped = batch["moments_flip"].to(device, torch.float32, non_blocking=True)
         pick = torch.rand(len(moments), generator=generator, device=device) < 0.5
-        moments = torch.where(pick.view(-1, 1, 1, 1), flipped, moments)
+        moments = torch.where(pick.view(-1, *[1] * (moments.dim() - 1)), flipped, moments)  # images or clips
     tokens = moments_to_tokens(moments, cfg.tokenizer, generator)
     return tokens, batch["label"].to(device, torch.long, non_blocking=True)

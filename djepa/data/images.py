@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from djepa.data.format import DatasetError
+
 # read case-insensitively; any other file under a class folder is listed as ignored, never silently dropped
 IMAGE_EXTENSIONS = ["bmp", "gif", "jfif", "jpe", "jpeg", "jpg", "pbm", "pgm", "png", "pnm", "ppm", "tif", "tiff",
                     "webp"]
@@ -46,18 +48,19 @@ def to_8bit(im, channels: int):
     return im.convert("RGB" if channels == 3 else "L")
 
 
-def center_crop(pil_image, size: int):
-    """ADM / DiT / MAR preprocessing: halve with a box filter while the short side is >= 2*size,
-    bicubic-resize the short side to `size`, then crop the centre square."""
+def center_crop(pil_image, size: int | tuple[int, int]):
+    """ADM / DiT / MAR preprocessing: halve with a box filter while both sides are >= 2x the target,
+    bicubic-resize keeping the aspect until the image just covers the target, then crop the centre.
+    size: a side (a square: the short side is resized to it, as ADM does) or (height, width) (video frames)."""
     from PIL import Image
 
-    while min(pil_image.size) >= 2 * size:
+    h, w = (size, size) if isinstance(size, int) else size
+    while pil_image.size[0] >= 2 * w and pil_image.size[1] >= 2 * h:
         pil_image = pil_image.resize(tuple(s // 2 for s in pil_image.size), resample=Image.BOX)
-    scale = size / min(pil_image.size)
+    scale = max(w / pil_image.size[0], h / pil_image.size[1])  # a square: size / the short side
     pil_image = pil_image.resize(tuple(round(s * scale) for s in pil_image.size), resample=Image.BICUBIC)
-    w, h = pil_image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return pil_image.crop((left, top, left + size, top + size))
+    left, top = (pil_image.size[0] - w) // 2, (pil_image.size[1] - h) // 2
+    return pil_image.crop((left, top, left + w, top + h))
 
 
 def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
@@ -100,8 +103,6 @@ def scan_folder(root: str | Path) -> FolderScan:
     images is an error (it would be a class the model is told to generate but never sees). Hidden files and
     folders (.name) are skipped. Cost: one directory walk in the driver (ImageNet's 1.28M files: a few seconds
     on a local disk, longer on NFS)."""
-    from djepa.data.encoded import DatasetError
-
     classes = folder_classes(root)
     root = Path(root).resolve()
     scan = FolderScan(classes)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from djepa.config import ConfigError, TokenizerConfig
+
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
@@ -40,3 +42,14 @@ def load_source(source: str) -> tuple[np.ndarray, np.ndarray]:
     if source not in SOURCES:
         raise ValueError(f"data.source={source!r} has no in-memory loader here; choose one of {sorted(SOURCES)}")
     return SOURCES[source]()
+
+
+def check_shape(source: str, arrays: np.ndarray, tokenizer: TokenizerConfig) -> None:
+    """Refuse a source whose samples are not the tokenizer's input_shape, naming the keys that set it."""
+    want = tuple(tokenizer.input_shape)
+    if arrays.shape[1:] != want:
+        what, keys = ("clips", "(tokenizer.channels, tokenizer.frames, *tokenizer.image_size)") if arrays.ndim == 5 \
+            else ("images", "(tokenizer.channels, *tokenizer.image_size)")
+        raise ConfigError(f"data.source={source} gives {what} of {tuple(arrays.shape[1:])}, but the tokenizer expects "
+                          f"{want}; set {keys} to {tuple(arrays.shape[1:])}" +
+                          (" (tokenizer.frames=0 for images)" if arrays.ndim == 4 else ""))
