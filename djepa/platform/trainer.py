@@ -16,11 +16,11 @@ from djepa.config import Config, ConfigError, load_config
 from djepa.console import say
 from djepa.data.encode import encode, encoded_dir
 from djepa.data.encoded import open_encoded, training_dataset
+from djepa.data.sources import SOURCES as BUNDLED  # small enough to encode on the fly when the copy is missing
 from djepa.eval.online import read_points
 from djepa.lock import hold
 from djepa.platform.tracking import flatten, in_ray_job, start_run, tracking_uri, training_run_name
 
-BUNDLED = ("digits", "mnist5k")  # small enough to encode on the fly when the encoded copy is missing
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
