@@ -138,10 +138,10 @@ def _stream_images(cfg, source: str):
     for b in ray.data.read_parquet(files, columns=["key", "moments"]).iter_batches(batch_size=bs,
                                                                                    batch_format="numpy"):
         m = torch.from_numpy(np.array(b["moments"])).to(device)
-        if cfg.tokenizer.kind == "vae":  # the posterior mean, scaled as training scales latents
+        if cfg.tokenizer.kind != "pixel":  # the posterior mean, scaled as training scales latents
             m = scale_latent(m.chunk(2, dim=1)[0], cfg.tokenizer.vae)
         with torch.no_grad():
-            yield list(b["key"]), to_uint8(tok.decode(patchify(m, cfg.tokenizer.patch_size)))
+            yield list(b["key"]), to_uint8(tok.decode(patchify(m, cfg.tokenizer.patch_sizes)))
 
 
 def dataset_reference(cfg, extractors, out: str | Path, source: str = "raw") -> dict:
