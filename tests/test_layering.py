@@ -32,7 +32,7 @@ def _hits(folder: str, banned: tuple[str, ...]) -> list[str]:
             if any(name == b or name.startswith(b + ".") for b in banned)]
 
 
-@pytest.mark.parametrize("folder", ["djepa/models", "djepa/eval", "djepa/data"])
+@pytest.mark.parametrize("folder", ["djepa/models", "djepa/eval", "djepa/data", "djepa/video"])
 def test_lower_layers_do_not_import_the_platform(folder):
     assert _hits(folder, FORBIDDEN) == []
 
