@@ -77,17 +77,25 @@ def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict | None]:
     return arrays, None if meta is None else json.loads(str(meta))
 
 
-def save_grid_png(path: str | Path, images: np.ndarray, ncol: int, scale: int = 1) -> Path:
-    """uint8 (N, H, W, C) -> one PNG with `ncol` images per row, each upscaled `scale` times."""
-    from PIL import Image
-
+def tile(images: np.ndarray, ncol: int, line: int = 0) -> np.ndarray:
+    """uint8 (N, H, W, C) -> one (rows * (H + 1) + 1, ncol * (W + 1) + 1, C) grid, `ncol` images per row
+    between 1-px lines of value `line` (the video writer tiles each frame of its clips with it too)."""
     n, h, w, c = images.shape
     rows = -(-n // ncol)
-    grid = np.zeros((rows * (h + 1) + 1, ncol * (w + 1) + 1, c), dtype=np.uint8)
+    grid = np.full((rows * (h + 1) + 1, ncol * (w + 1) + 1, c), line, dtype=np.uint8)
     for i, img in enumerate(images):
         r, k = divmod(i, ncol)
         grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + k * (w + 1): 1 + k * (w + 1) + w] = img
-    pil = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    return grid
+
+
+def save_grid_png(path: str | Path, images: np.ndarray, ncol: int, scale: int = 1, line: int = 0) -> Path:
+    """uint8 (N, H, W, C) -> one PNG with `ncol` images per row, each upscaled `scale` times, between 1-px lines
+    of value `line` (black: the image previews; the video strip draws them grey)."""
+    from PIL import Image
+
+    grid = tile(images, ncol, line)
+    pil = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if scale > 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     path = Path(path)

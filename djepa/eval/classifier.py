@@ -5,6 +5,8 @@ FID Inception network was never meant for (Binkowski et al. use LeNet for MNIST)
 give a domain Inception Score, and its predictions the class consistency of samples. It
 trains on a fixed 80% of the real images (20% held out: the real-data floor of the FD) in a
 few seconds on one CPU thread, and is cached under the hash of everything that defines it.
+The embedded clips (moving_mnist) have their own network and recipe in djepa/video/classifier.py; the
+functions here dispatch to it by data.source and cache it the same way.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from djepa.data.sources import SOURCES, load_source
 VERSION = "mlp-256-128-v1"  # change it when the recipe below changes: old caches are then ignored
 HELD_OUT = 0.2
 EPOCHS, BATCH, LR, SEED = 30, 128, 1e-3, 0
+VIDEO_SOURCES = ("moving_mnist",)  # clips: djepa/video/classifier.py
 
 
 class DomainClassifier(nn.Module):
@@ -44,14 +47,25 @@ def to_input(images_u8) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).float() / 255.0
 
 
+def split_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices of n rows: a fixed permutation cut at 80% (the data come sorted by class)."""
+    perm = np.random.default_rng(SEED).permutation(n)
+    cut = int(round((1 - HELD_OUT) * n))
+    return perm[:cut], perm[cut:]
+
+
 def real_split(source: str) -> dict[str, np.ndarray]:
     """The real images quantised exactly as samples are ([-1, 1] -> uint8 NHWC), split 80/20 by a fixed
-    permutation (mnist5k comes sorted by class): train_x, train_y, held_x, held_y."""
+    permutation (mnist5k comes sorted by class): train_x, train_y, held_x, held_y. For moving_mnist: uint8
+    clips (N, T, H, W, 1) the same way, plus the digit's motion (djepa/video/classifier.py)."""
+    if source in VIDEO_SOURCES:
+        from djepa.video.classifier import real_split as clip_split
+
+        return clip_split(source)
     x, y = load_source(source)
     u8 = np.round((x + 1.0) * 127.5).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    perm = np.random.default_rng(SEED).permutation(len(u8))
-    cut = int(round((1 - HELD_OUT) * len(u8)))
-    return {"train_x": u8[perm[:cut]], "train_y": y[perm[:cut]], "held_x": u8[perm[cut:]], "held_y": y[perm[cut:]]}
+    train, held = split_indices(len(u8))
+    return {"train_x": u8[train], "train_y": y[train], "held_x": u8[held], "held_y": y[held]}
 
 
 def cache_dir(configured: str | None = None) -> Path:
@@ -60,6 +74,10 @@ def cache_dir(configured: str | None = None) -> Path:
 
 
 def _recipe_hash(source: str, split: dict) -> str:
+    if source in VIDEO_SOURCES:
+        from djepa.video.classifier import recipe_hash
+
+        return recipe_hash(source, split)
     h = hashlib.sha256(json.dumps({"v": VERSION, "source": source, "held_out": HELD_OUT, "epochs": EPOCHS,
                                    "batch": BATCH, "lr": LR, "seed": SEED}).encode())
     h.update(split["train_x"].tobytes())
@@ -88,6 +106,20 @@ def _train(split: dict, classes: int) -> DomainClassifier:
     return net.eval().requires_grad_(False)
 
 
+def _logits(net: nn.Module, samples_u8: np.ndarray, source: str) -> torch.Tensor:
+    """Logits of uint8 samples: images in one batch (as always), clips checked and batched by the video module."""
+    if isinstance(net, DomainClassifier):
+        x = to_input(samples_u8)
+        if x.shape[1] != net.body[0].in_features:
+            raise ValueError(f"the {source} classifier reads {net.body[0].in_features} pixels per image, "
+                             f"got samples of shape {samples_u8.shape[1:]}")
+        with torch.no_grad():
+            return net(x)[1]
+    from djepa.video.classifier import logits
+
+    return logits(net, samples_u8)
+
+
 def _check_source(source: str) -> None:
     if source not in SOURCES:
         raise ValueError(f"the domain classifier exists for the embedded sources {sorted(SOURCES)}, not "
@@ -101,7 +133,7 @@ def classifier_hash(source: str) -> str:
 
 
 def domain_classifier(source: str, cache: str | Path | None = None, verbose: bool = True
-                      ) -> tuple[DomainClassifier, dict]:
+                      ) -> tuple[nn.Module, dict]:
     """-> (classifier, info: hash, held-out accuracy, cache file). Trained once, then read from the cache."""
     from safetensors.torch import load_file, save_file
 
@@ -110,31 +142,31 @@ def domain_classifier(source: str, cache: str | Path | None = None, verbose: boo
     classes = int(split["train_y"].max()) + 1
     digest = _recipe_hash(source, split)
     path = cache_dir(cache and str(cache)) / f"classifier-{source}-{digest}.safetensors"
-    net = DomainClassifier(int(np.prod(split["train_x"].shape[1:])), classes)
+    if source in VIDEO_SOURCES:  # a 3-D conv net with its own recipe and version
+        from djepa.video import classifier as video
+
+        net, version, train = video.VideoClassifier(classes), video.VERSION, video.train
+    else:
+        net, version, train = DomainClassifier(int(np.prod(split["train_x"].shape[1:])), classes), VERSION, _train
     if path.is_file():
         net.load_state_dict(load_file(str(path)))
         net.eval().requires_grad_(False)
     else:
         if verbose:
-            say("eval", f"training the {source} domain classifier once ({len(split['train_x'])} real images); "
-                        f"cached at {path}")
-        net = _train(split, classes)
+            say("eval", f"training the {source} domain classifier once ({len(split['train_x'])} real "
+                        f"{'clips' if source in VIDEO_SOURCES else 'images'}); cached at {path}")
+        net = train(split, classes)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(net.state_dict(), str(tmp), metadata={"version": VERSION, "hash": digest})
+        save_file(net.state_dict(), str(tmp), metadata={"version": version, "hash": digest})
         os.replace(tmp, path)  # atomic: concurrent workers never read half a file
-    with torch.no_grad():
-        held = net(to_input(split["held_x"]))[1].argmax(1).numpy()
+    held = _logits(net, split["held_x"], source).argmax(1).numpy()
     return net, {"hash": digest, "held_out_accuracy": float((held == split["held_y"]).mean()), "file": str(path)}
 
 
 def class_consistency(images_u8: np.ndarray, labels: np.ndarray, source: str = "digits",
                       cache: str | Path | None = None) -> float:
-    """Fraction of samples the real-data classifier assigns to their conditioning label."""
+    """Fraction of samples (uint8 images (N, H, W, C), or clips (N, T, H, W, C) for moving_mnist) the real-data
+    classifier assigns to their conditioning label."""
     net, _ = domain_classifier(source, cache)
-    x = to_input(images_u8)
-    if x.shape[1] != net.body[0].in_features:
-        raise ValueError(f"the {source} classifier reads {net.body[0].in_features} pixels per image, "
-                         f"got samples of shape {images_u8.shape[1:]}")
-    with torch.no_grad():
-        return float((net(x)[1].argmax(1).numpy() == np.asarray(labels)).mean())
+    return float((_logits(net, images_u8, source).argmax(1).numpy() == np.asarray(labels)).mean())

@@ -4,6 +4,8 @@
   the 1008 unbiased logits), the network of ADM's suite and of every published FID-50K.
 - "domain": the classifier of the real embedded digits (djepa/eval/classifier.py): 128-d
   features, 10 logits. FD and IS on it mean something for 8x8 or 28x28 digits; Inception does not.
+  For moving_mnist it is a 3-D conv net of the real clips (djepa/video/classifier.py), read from uint8
+  clips (N, T, H, W, C): 128-d features that see the digit and its motion, 10 logits.
 - "dinov2": DINOv2 ViT-L/14's class token (1024-d, no logits), FD-DINOv2 as EDM2 computes it
   (djepa/eval/dinov2.py): Inception under-rates diffusion models (Stein et al. 2023).
 """
@@ -41,10 +43,11 @@ class Extractor:
 
     @torch.no_grad()
     def __call__(self, images_u8: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, H, W, C) -> features (N, dims) and logits (N, K), float32 on the extractor's device."""
-        if images_u8.dtype != np.uint8 or images_u8.ndim != 4:
-            raise ValueError(f"{self.name} features need uint8 (N, H, W, C) images, got {images_u8.dtype} "
-                             f"{images_u8.shape}")
+        """uint8 images (N, H, W, C), or clips (N, T, H, W, C) for an extractor that reads them (the domain
+        classifier of moving_mnist) -> features (N, dims) and logits (N, K), float32 on the extractor's device."""
+        if images_u8.dtype != np.uint8 or images_u8.ndim not in (4, 5):
+            raise ValueError(f"{self.name} features need uint8 (N, H, W, C) images or (N, T, H, W, C) clips, got "
+                             f"{images_u8.dtype} {images_u8.shape}")
         feats, logits = [], []
         for i in range(0, len(images_u8), self.batch_size):
             f, lg = self.forward(torch.from_numpy(np.array(images_u8[i:i + self.batch_size]))  # a writable copy
@@ -66,8 +69,12 @@ class DomainExtractor(Extractor):
         self.identity = f"domain-{source}-{info['hash']}"
 
     def forward(self, x):
-        from djepa.eval.classifier import to_input
+        from djepa.eval.classifier import DomainClassifier, to_input
 
+        if not isinstance(self.net, DomainClassifier):  # the clip classifier checks (T, H, W, C) itself
+            from djepa.video.classifier import clip_input
+
+            return self.net(clip_input(self.net, x))
         if x[0].numel() != self.net.body[0].in_features:
             raise ValueError(f"the domain classifier reads {self.net.body[0].in_features} pixels per image, got "
                              f"images of shape {tuple(x.shape[1:])}; it exists only for the embedded datasets")

@@ -31,7 +31,7 @@ def make_hint(config: str = "<your config>") -> str:
 
 
 def load_reference(path: str | Path, names: list[str], dims: dict[str, int] | None = None) -> dict:
-    """-> {"stats": {name: (mu, sigma)}, "images": uint8 NHWC or None, "floors": {...}, "meta": {...}}.
+    """-> {"stats": {name: (mu, sigma)}, "images": uint8 NHWC (NTHWC) or None, "floors": {...}, "meta": {...}}.
     dims (extractor name -> feature dimension) checks the statistics' shapes, so a reference made with another
     extractor is refused before any sampling, not after hours of it."""
     path = Path(path)
@@ -66,10 +66,11 @@ def load_reference(path: str | Path, names: list[str], dims: dict[str, int] | No
             raise ReferenceError(f"{path} (eval.reference): {mu!r}/{sigma!r} hold NaN or infinite values; "
                                  f"{make_hint()}")
         stats[name] = (m, sg)
-    images = data.get("arr_0")
-    if images is not None and (images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3)):
-        raise ReferenceError(f"{path} (eval.reference): 'arr_0' must be uint8 images N x H x W x C (C = 1 or 3), "
-                             f"found {images.dtype} {images.shape}")
+    images = data.get("arr_0")  # images N x H x W x C, or clips N x T x H x W x C (a video reference)
+    if images is not None and (images.dtype != np.uint8 or images.ndim not in (4, 5)
+                               or images.shape[-1] not in (1, 3)):
+        raise ReferenceError(f"{path} (eval.reference): 'arr_0' must be uint8 images N x H x W x C or clips "
+                             f"N x T x H x W x C (C = 1 or 3), found {images.dtype} {images.shape}")
     floors = {k: float(v) for k, v in data.items() if k.startswith("floor_")}
     # the file's own digest names exactly which reference a result used (cached: hashed once per process)
     return {"stats": stats, "images": images, "floors": floors, "meta": meta or {}, "path": str(path),
@@ -90,8 +91,9 @@ def save_reference(path: str | Path, stats: dict[str, FeatureStats], images: np.
 
 
 def embedded_reference(source: str, extractors, keep: int, out: str | Path) -> dict:
-    """The bundled digits / MNIST-5k: statistics of the 80% the domain classifier was trained on, up to `keep` of
-    them as P/R images, and the floor: FD of the 20% held-out real images against those statistics."""
+    """The bundled digits / MNIST-5k (images) or Moving MNIST (clips): statistics of the 80% the domain classifier
+    was trained on, up to `keep` of them as P/R images (or clips), and the floor: FD of the 20% held-out real
+    images against those statistics."""
     from djepa.eval.classifier import real_split
 
     split = real_split(source)
