@@ -34,6 +34,7 @@ class Extractor:
     dims: int
     identity: str
     batch_size: int = 200
+    frames_used: int | None = None  # clips: only the first frames_used frames are copied to the network (FVD: 16)
 
     def __init__(self, device: torch.device | str = "cpu", batch_size: int = 200):
         self.device, self.batch_size = torch.device(device), batch_size
@@ -49,8 +50,9 @@ class Extractor:
             raise ValueError(f"{self.name} features need uint8 (N, H, W, C) images or (N, T, H, W, C) clips, got "
                              f"{images_u8.dtype} {images_u8.shape}")
         feats, logits = [], []
+        frames = (slice(None), slice(self.frames_used)) if images_u8.ndim == 5 else (slice(None),)
         for i in range(0, len(images_u8), self.batch_size):
-            f, lg = self.forward(torch.from_numpy(np.array(images_u8[i:i + self.batch_size]))  # a writable copy
+            f, lg = self.forward(torch.from_numpy(np.array(images_u8[i:i + self.batch_size][frames]))  # a copy
                                  .to(self.device))
             feats.append(f.float())
             logits.append(lg.float())
@@ -191,12 +193,17 @@ def extractor_identities(cfg: Config) -> dict[str, str]:
                 InceptionExtractor(None)
         elif name == "dinov2":
             out[name] = dinov2_identity(e.dinov2_weights)[1]
+        elif name == "i3d":
+            from djepa.video.fvd import i3d_identity
+
+            out[name] = i3d_identity(e.i3d_weights)[1]
         else:
             out[name] = f"domain-{cfg.data.source}-{classifier_hash(cfg.data.source)}"
     return out
 
 
-DIMS = {"inception": InceptionExtractor.dims, "domain": DomainExtractor.dims, "dinov2": DinoV2Extractor.dims}
+DIMS = {"inception": InceptionExtractor.dims, "domain": DomainExtractor.dims, "dinov2": DinoV2Extractor.dims,
+        "i3d": 400}  # djepa.video.fvd.I3DExtractor.dims (imported lazily: the video modality imports this file)
 
 
 def random_inception_weights(path: str | Path, seed: int = 0) -> Path:
@@ -227,6 +234,11 @@ def build_extractors(cfg: Config, device="cpu") -> list[Extractor]:
             out.append(InceptionExtractor(e.inception_weights, device, e.feature_batch_size))
         elif name == "dinov2":
             out.append(DinoV2Extractor(e.dinov2_weights, device, e.feature_batch_size))
+        elif name == "i3d":
+            from djepa.video.fvd import I3DExtractor
+
+            # batch in clips: ~70 MB of activations each at 16 x 224 x 224 (fvd.py), so at most 16 at a time
+            out.append(I3DExtractor(e.i3d_weights, device, min(e.feature_batch_size, 16)))
         else:
             out.append(DomainExtractor(cfg.data.source, e.cache_dir, device, e.feature_batch_size))
     return out

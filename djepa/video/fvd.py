@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -92,6 +91,7 @@ class I3DExtractor(Extractor):
     docstring). `protocol` is the dict a result should record beside the FVD."""
 
     name, dims = "i3d", 400
+    frames_used = FRAMES  # the base class copies only frames [0, 16) of each clip to the network
 
     def __init__(self, weights: str | None, device="cpu", batch_size: int = 16, short_clips: str = "repeat"):
         if short_clips not in SHORT_CLIPS:
@@ -109,21 +109,6 @@ class I3DExtractor(Extractor):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.net(to_input(x, self.short_clips).contiguous(memory_format=self.memory_format))
         return f, f.new_zeros(len(f), 0)
-
-    @torch.no_grad()
-    def __call__(self, videos_u8: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, T, H, W, C) -> features (N, 400) and logits (N, 0), float32 on the extractor's device.
-        The base class's loop, for 5-D input (it checks for 4-D images)."""
-        if videos_u8.dtype != np.uint8 or videos_u8.ndim != 5:
-            raise ValueError(f"i3d features need uint8 videos (N, T, H, W, C), got {videos_u8.dtype} "
-                             f"{videos_u8.shape}")
-        feats, logits = [], []
-        for i in range(0, len(videos_u8), self.batch_size):
-            clip = np.array(videos_u8[i:i + self.batch_size, :FRAMES])  # only the frames used; a writable copy
-            f, lg = self.forward(torch.from_numpy(clip).to(self.device))
-            feats.append(f.float())
-            logits.append(lg.float())
-        return torch.cat(feats), torch.cat(logits)
 
 
 def fvd(features_a, features_b) -> float:
