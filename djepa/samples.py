@@ -111,7 +111,7 @@ def grid_scale(image_size: int) -> int:
 
 def save_grid(stem: str | Path, samples: np.ndarray, ncol: int) -> dict[str, Path]:
     """The grid of uint8 samples at <stem>.png (images), or for clips (N, T, H, W, C) the video modality's files:
-    <stem>.gif (the main one, animated), <stem>.mp4 and <stem>_strip.png. Keys: "main" and each file's kind."""
+    <stem>.gif (the main one, animated), <stem>.mp4 and <stem>-strip.png. Keys: "main" and each file's kind."""
     stem = Path(stem)
     if samples.ndim == 5:
         from djepa.video.writer import save_video_grid, video_grid_scale
@@ -173,7 +173,7 @@ def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | Non
 def write_preview(model, cfg: Config, out_dir: str | Path, device="cpu", tokenizer=None, stem: str = "samples",
                   npz: bool = True) -> dict[str, Path]:
     """A grid of sample.num_per_class samples per class (a row per sample index, a column per class),
-    as <stem>.png (clips: <stem>.gif, .mp4, _strip.png; "png" is then the strip) and, with npz, the samples as
+    as <stem>.png (clips: <stem>.gif, .mp4, -strip.png; "png" is then the strip) and, with npz, the samples as
     <stem>.npz."""
     out = Path(out_dir)
     labels = balanced_labels(cfg.sample.num_per_class * cfg.model.num_classes, cfg.model.num_classes)

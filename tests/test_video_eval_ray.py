@@ -53,7 +53,7 @@ def test_video_evaluation_is_worker_count_independent_and_logs_the_gif(ray_sessi
     # the grid is an animated GIF of the first clips, one frame per time step; the strip a still PNG
     gif = Image.open(one["grid"])
     assert one["grid"].endswith("grid.gif") and gif.n_frames == 8
-    assert (tmp_path / "w1" / "grid_strip.png").is_file() and (tmp_path / "w1" / "grid.mp4").is_file()
+    assert (tmp_path / "w1" / "grid-strip.png").is_file() and (tmp_path / "w1" / "grid.mp4").is_file()
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     arts = {a.path for a in client.list_artifacts(one["mlflow"]["run_id"], "samples")}
-    assert {"samples/grid.gif", "samples/grid.mp4", "samples/grid_strip.png"} <= arts
+    assert {"samples/grid.gif", "samples/grid.mp4", "samples/grid-strip.png"} <= arts

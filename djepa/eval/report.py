@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from djepa.config import Config
+from djepa.data.sources import SOURCES
 from djepa.console import say
 from djepa.eval.metrics import FeatureStats, frechet_distance, inception_score
 from djepa.eval.reference import ReferenceError, embedded_reference, load_reference, make_hint
 from djepa.eval.shards import load_shard, shard_path, shard_stats
 
-EMBEDDED = ("digits", "mnist5k")
+EMBEDDED = tuple(SOURCES)  # the bundled sources: their reference is made here on first use
 
 
 def resolve_reference(cfg: Config, features: dict[str, str]) -> dict | None:
@@ -28,7 +29,7 @@ def resolve_reference(cfg: Config, features: dict[str, str]) -> dict | None:
     path = e.reference
     if path is None:
         if cfg.data.source not in EMBEDDED:
-            raise ReferenceError(f"eval.reference is not set: FID needs reference statistics; {make_hint()} (or "
+            raise ReferenceError(f"eval.reference is not set: FID / FVD need reference statistics; {make_hint()} (or "
                                  f"use ADM's VIRTUAL_imagenet256_labeled.npz for ImageNet 256)")
         from djepa.eval.classifier import cache_dir
 

@@ -73,7 +73,7 @@ def _print(s: dict, out: Path) -> None:
     m, p = s["metrics"], s["sampling"]
     print(f"\n[demo] done in {s['seconds'] / 60:.1f} min", flush=True)
     print(f"  sample grid   {s['grid']}  (a column per class" + (", animated; frames side by side in "
-          f"{Path(s['grid']).with_name('grid_strip.png')})" if s["video"] else ")"))
+          f"{Path(s['grid']).with_name('grid-strip.png')})" if s["video"] else ")"))
     print(f"  trained       {s['steps']} steps in {s['train_seconds']:.0f}s -> {s['checkpoint']}")
     print(f"  evaluation    cfg {p['cfg']:g}, T {p['temperature']:g}, {p['ar_steps']} AR steps: "
           + ", ".join(f"{k} {m[k]:.3f}" for k in ("consistency_domain", "fd_domain", "is_domain",

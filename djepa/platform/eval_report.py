@@ -102,7 +102,7 @@ def track_evaluation(cfg: Config, out: Path, checkpoint: Path, result: dict, gri
         tracker.set_tag(k, v)
     spi = result.get("seconds_per_image")
     tracker.log_metrics(result["metrics"] | ({"seconds_per_image": spi} if spi is not None else {}), step=0)
-    for path in grid:  # grid.png; for clips grid.gif, grid.mp4 and grid_strip.png
+    for path in grid:  # grid.png; for clips grid.gif, grid.mp4 and grid-strip.png
         tracker.log_artifact(path, "samples")
     tracker.log_dict(result, "metrics.json")
     tracker.finish()
