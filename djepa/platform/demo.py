@@ -63,6 +63,10 @@ def run_demo(cfg: Config, sweep_file: str | None, sweep_overrides: list[str] = (
                "mlflow_ui": f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri,
                "training_run": trained.get("mlflow_url"), "verdict": ev.get("verdict"),
                "video": cfg.tokenizer.is_video}
+    if cfg.data.source == "moving_mnist" and ev.get("samples"):  # checks no learned video feature decides
+        from djepa.video.motion import sample_checks
+
+        summary["motion"] = sample_checks(ev["samples"], cfg.eval.cache_dir)
     out = Path(cfg.train.out_dir).resolve().parent / "demo.json"
     out.write_text(json.dumps(summary, indent=1))
     _print(summary, out)
@@ -78,6 +82,11 @@ def _print(s: dict, out: Path) -> None:
     print(f"  evaluation    cfg {p['cfg']:g}, T {p['temperature']:g}, {p['ar_steps']} AR steps: "
           + ", ".join(f"{k} {m[k]:.3f}" for k in ("consistency_domain", "fd_domain", "is_domain",
                                                    "precision_domain", "recall_domain", "floor_fd_domain") if k in m))
+    if s.get("motion"):
+        mo = s["motion"]
+        print(f"  motion        {mo['motion_ok']:.0%} of clips move like Moving MNIST (moving {mo['moving']:.0%}, smooth "
+              f"{mo['smooth']:.0%}, steady {mo['steady']:.0%}, ink kept {mo['persistent']:.0%}; {mo['speed']:.2f} px/frame, "
+              f"real 2.15); the MNIST image classifier reads {mo['frame_consistency']:.0%} of frames as their class")
     if s["sweep"]:
         b, bm = s["sweep"]["best"], s["sweep"]["best_metrics"] or {}
         print(f"  sweep best    cfg {b['cfg']:g}, T {b['temperature']:g}, {b['ar_steps']} AR steps: "

@@ -91,3 +91,12 @@ def per_frame_consistency(clips_u8: np.ndarray, labels: np.ndarray, cache=None) 
         pred = net(to_input(crops.reshape(n * t, 28, 28, 1)))[1].argmax(1).numpy().reshape(n, t)
     hit = pred == np.asarray(labels)[:, None]
     return {"frames": float(hit.mean()), "clips_all_frames": float(hit.all(axis=1).mean())}
+
+
+def sample_checks(samples_npz, cache=None) -> dict[str, float]:
+    """The motion report and the per-frame classifier on an evaluation's samples.npz (arr_0 clips, arr_1 labels):
+    what the video demo prints beside the evaluator's domain metrics."""
+    with np.load(samples_npz) as z:
+        clips, labels = z["arr_0"], z["arr_1"]
+    pf = per_frame_consistency(clips, labels, cache)
+    return {**motion_report(clips), "frame_consistency": pf["frames"], "clips_all_frames": pf["clips_all_frames"]}
