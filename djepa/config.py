@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 
 from djepa.config_base import ConfigError, _Strict  # noqa: F401  (ConfigError: djepa.config's name for it)
+from djepa.text_config import TextConfig  # noqa: F401  (part of the one tree)
 from djepa.tokenizer_config import TokenizerConfig, VAEConfig  # noqa: F401  (part of the one tree)
 
 
@@ -68,6 +69,14 @@ class ModelConfig(_Strict):
     # exactly ema_decay from update ~9 / (1 - ema_decay) on; false: the constant from step 0
     ema_warmup: bool = True
     token_loss: TokenLossConfig = TokenLossConfig()
+    # What a sample is conditioned on: a class label (a learned embedding in the buffer tokens), or a text whose
+    # embeddings (text: section) join the encoder and predictor through multimodal attention (paper app. G.1, G.2)
+    condition: Literal["class", "text"] = "class"
+    text_dim: int = Field(0, ge=0)  # the text encoder's output width (condition text): words' or the hf hidden size
+    # Grid positions: a learned table per token (MAR, the ImageNet presets) or axial rotary embeddings (app. G: 2-D
+    # RoPE for text-to-image, 1-D for speech), which need no table and take any grid length
+    positions: Literal["learned", "rope"] = "learned"
+    rope_theta: float = Field(10000.0, gt=0)
 
     @field_validator("qk_norm", mode="before")
     @classmethod
@@ -79,7 +88,18 @@ class ModelConfig(_Strict):
     def _heads_divide(self):
         if self.width % self.num_heads:
             raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+        if self.condition == "text" and not self.text_dim:
+            raise ValueError("condition text needs text_dim, the text encoder's output width")
         return self
+
+    def identity(self) -> dict:
+        """The dump that names a model in hashes: keys added with text conditioning and RoPE appear only when set
+        away from their defaults, so every earlier class-conditional model keeps its evaluation hashes."""
+        out = self.model_dump(mode="json")
+        for key, default in (("condition", "class"), ("text_dim", 0), ("positions", "learned"), ("rope_theta", 1e4)):
+            if out[key] == default:
+                out.pop(key)
+        return out
 
 
 # ----------------------------------------------------------------------------- data / train / sample
@@ -211,6 +231,7 @@ class Config(_Strict):
     name: str = "djepa"
     model: ModelConfig = ModelConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
+    text: TextConfig = TextConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()

@@ -50,8 +50,11 @@ def sampling_identity(cfg: Config, checkpoint_digest: str) -> dict:
     tokenizer = cfg.tokenizer.model_dump(mode="json", exclude={"vae": {"weights", "subfolder"}})
     if not cfg.tokenizer.is_video:  # keys added for video: image evaluations keep the hashes they had before
         tokenizer.pop("frames"), tokenizer.pop("temporal_patch"), tokenizer["vae"].pop("temporal_stride")
-    return {"format": FORMAT, "checkpoint_sha256": checkpoint_digest, "model": cfg.model.model_dump(mode="json"),
-            "tokenizer": tokenizer, "sample": sample}
+    identity = {"format": FORMAT, "checkpoint_sha256": checkpoint_digest, "model": cfg.model.identity(),
+                "tokenizer": tokenizer, "sample": sample}
+    if cfg.model.condition == "text":  # the encoder that embeds the prompts (where its weights live does not count)
+        identity["text"] = cfg.text.model_dump(mode="json", exclude={"precompute"})
+    return identity
 
 
 def identity_hash(identity: dict) -> str:
