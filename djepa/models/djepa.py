@@ -20,22 +20,9 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block
 
 from djepa.config import ModelConfig, TokenizerConfig
+from djepa.models.attention import Fp32RMSNorm  # the qk-norm lives with the attention; re-exported here
 from djepa.models.masking import mask_ratio_distribution, num_masked_tokens, random_orders
 from djepa.models.token_loss import build_token_loss
-
-
-class Fp32RMSNorm(nn.Module):
-    """RMS norm with a weight and no bias, computed in float32 under any autocast (the D-JEPA authors'
-    qk-norm, models/block.py); the result is cast back to the input dtype."""
-
-    def __init__(self, dim: int, eps: float = 1e-6, **_):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()).to(x.dtype)
 
 
 class RMSQKAttention(Attention):
