@@ -10,12 +10,21 @@ from timm.models.vision_transformer import Attention as TimmAttention
 from timm.models.vision_transformer import Block as TimmBlock
 
 from djepa.models.attention import Attention, Block, JointBlock
-from djepa.models.djepa import RMSQKAttention
 from djepa.models.rope import apply_rope, rope_for_sequence, rope_tables
 from djepa.models.tokenizer import patchify
 
 D, HEADS, HD = 32, 4, 8
 TOL = 1e-5
+
+
+class RMSQKAttention(TimmAttention):
+    """timm's attention with the authors' float32 RMS qk-norm: the attention djepa.py built before its own blocks."""
+
+    def __init__(self, dim, norm_layer=None, **kwargs):
+        from djepa.models.attention import Fp32RMSNorm
+
+        super().__init__(dim, norm_layer=Fp32RMSNorm, **kwargs)
+
 
 
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -157,7 +157,8 @@ def test_summary_cli_last_line_is_json():
 
 def test_rms_qk_norm_is_the_authors_float32_rms_norm():
     """models/block.py of the authors: x * rsqrt(mean(x^2) + 1e-6) in float32, times a weight, no bias."""
-    from djepa.models.djepa import Fp32RMSNorm, RMSQKAttention
+    from djepa.models.attention import Attention
+    from djepa.models.djepa import Fp32RMSNorm
 
     norm = Fp32RMSNorm(8)
     with torch.no_grad():
@@ -168,6 +169,6 @@ def test_rms_qk_norm_is_the_authors_float32_rms_norm():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = norm(x.bfloat16())
     assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ref, atol=2e-2)
-    attn = RMSQKAttention(16, num_heads=2, qk_norm=True, qkv_bias=True)
+    attn = Attention(16, num_heads=2, qk_norm="rms", qkv_bias=True)
     assert isinstance(attn.q_norm, Fp32RMSNorm) and not hasattr(attn.q_norm, "bias")
     assert [k for k in attn.state_dict() if "norm" in k] == ["q_norm.weight", "k_norm.weight"]

@@ -50,7 +50,7 @@ def cfg_at(cfg: float, schedule: str, known_after: int, n: int) -> float:
 @torch.no_grad()
 def generate(
     model: DJEPA,
-    labels: torch.Tensor,
+    cond,
     ar_steps: int = 64,
     cfg: float = 1.0,
     cfg_schedule: str = "linear",
@@ -60,26 +60,27 @@ def generate(
     keep: torch.Tensor | None = None,
     force_guidance: bool = False,
 ) -> torch.Tensor:
-    """labels (B,) -> tokens (B, N, C). With `tokens` and `keep` (B, N) bool, kept tokens are given
+    """cond: class labels (B,) or a text dict (DJEPA.condition) -> tokens (B, N, C). With `tokens` and `keep` (B, N)
+    bool, kept tokens are given
     (inpainting / outpainting) and returned bit-exactly; every row must keep the same number.
     The batch is doubled (conditional + null class) only when cfg != 1 or `force_guidance`.
-    A RowGenerator (one seed per label) makes each sample independent of its batch."""
+    A RowGenerator (one seed per sample) makes each sample independent of its batch."""
     model.eval()
-    b, n, c = labels.shape[0], model.num_tokens, model.token_dim
-    tokens, keep, known = _given(tokens, keep, (b, n, c), labels.device)
+    (b, device), n, c = model.batch_of(cond), model.num_tokens, model.token_dim
+    tokens, keep, known = _given(tokens, keep, (b, n, c), device)
     if known == n:
         return tokens
     # random order: given tokens first (already "generated"), then a random order of the rest
-    keys = rand((b, n), generator, labels.device)
+    keys = rand((b, n), generator, device)
     orders = (keys if keep is None else keys.masked_fill(keep, -1.0)).argsort(dim=1)
     guided = force_guidance or cfg != 1.0
-    cls = model.class_embedding(labels)
-    if guided:  # rows [cond; uncond]: the null class for classifier-free guidance
-        cls = torch.cat([cls, model.null_class.expand(b, -1)])
+    cnd = model.condition(cond)
+    if guided:  # rows [cond; uncond]: the null class or the empty text, for classifier-free guidance
+        cnd = model.guided(cnd)
     for count in ar_schedule(n - known, min(ar_steps, n - known)):
         keep_idx, next_idx = orders[:, :known], orders[:, known : known + count]
         src, idx = (torch.cat([tokens, tokens]), torch.cat([keep_idx, keep_idx])) if guided else (tokens, keep_idx)
-        z = model.predict(model.encode(src, idx, cls), idx).float()  # (B or 2B, N, D)
+        z = model.predict(model.encode(src, idx, cnd), idx, cnd).float()  # (B or 2B, N, D)
         z_next = gather_tokens(z, torch.cat([next_idx, next_idx]) if guided else next_idx)
         scale = cfg_at(cfg, cfg_schedule, known + count, n)
         x = model.token_loss.sample(z_next.reshape(-1, z.shape[-1]), temperature, scale, guided, generator)
