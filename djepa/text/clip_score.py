@@ -52,7 +52,7 @@ FITS = ("crop", "pad")
 
 def _fix(source: str) -> str:
     return (f"set the CLIP model to a local directory holding config.json, *.safetensors and the tokenizer files "
-            f"(e.g. `huggingface-cli download {DEFAULT_MODEL}` on a machine with the internet), or to a hub id "
+            f"(e.g. `hf download {DEFAULT_MODEL} --local-dir DIR` on a machine with the internet), or to a hub id "
             f"on one; got {source!r}")
 
 
