@@ -32,8 +32,9 @@ def _hits(folder: str, banned: tuple[str, ...]) -> list[str]:
             if any(name == b or name.startswith(b + ".") for b in banned)]
 
 
-# djepa/video is a modality (its reader, writer, metrics): a lower layer too, as every modality folder is
-@pytest.mark.parametrize("folder", ["djepa/models", "djepa/eval", "djepa/data", "djepa/video"])
+# djepa/video is a modality (its reader, writer, metrics), djepa/text a condition (captions, text encoders): lower
+# layers too, as every modality and condition folder is
+@pytest.mark.parametrize("folder", ["djepa/models", "djepa/eval", "djepa/data", "djepa/video", "djepa/text"])
 def test_lower_layers_do_not_import_the_platform(folder):
     assert _hits(folder, FORBIDDEN) == []
 
