@@ -13,7 +13,7 @@ from PIL import Image
 from djepa.data.format import DatasetError
 from djepa.data.images import decode_image
 from djepa.text.captions import BadCaptionError, merge, normalise, scan_captions, tally, write_bad_captions
-from djepa.text.pairs import decode_pixels, decode_sample, model_input
+from djepa.text.read import decode_pixels, decode_sample, model_input
 from djepa.text.shards import expand_braces, list_shards, probe_shards, read_shard
 
 # image path under the root -> caption as written (untidy on purpose: normalised on read)
@@ -300,7 +300,7 @@ def test_pixels_are_decode_image_s_and_a_ray_sample_is_the_plain_reader_s(tmp_pa
 
 
 def test_ray_reads_shards_and_a_caption_folder_as_the_plain_readers_do(ray_session, tmp_path):
-    from djepa.text.pairs import read_caption_folder, read_shards
+    from djepa.text.read import read_caption_folder, read_shards
 
     shards = [_shard(tmp_path / "00000.tar", _samples(2) + [("000000002.txt", b"lonely")]),
               _shard(tmp_path / "00001.tar", _samples(2, 2))]
