@@ -106,7 +106,9 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     # Where images come from: the bundled digits / MNIST-5k, or an ImageNet-style root/<class>/<image> tree.
     # Video: the bundled moving_mnist clips, or video_folder: root/<class>/<video> (UCF101's layout).
-    source: Literal["digits", "mnist5k", "folder", "moving_mnist", "video_folder"] = "digits"
+    # Text: the bundled mnist_pairs / digits_pairs (two digits, "3 left of 8"), or captioned images (caption_folder).
+    source: Literal["digits", "mnist5k", "folder", "moving_mnist", "video_folder", "mnist_pairs", "digits_pairs"] = \
+        "digits"
     root: str | None = None  # the class-folder tree, for source=folder or video_folder
     # video_folder: an official split list (UCF101's trainlist01.txt / testlist01.txt: "<class>/<file> [label]"
     # lines, relative to root); None reads every video under root
@@ -205,10 +207,18 @@ class EvalConfig(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     shard_size: int = Field(1000, ge=1)  # samples per shard file: the unit of restart
     # images: inception, dinov2, domain (the embedded digits); clips: i3d (FVD), domain (Moving MNIST)
-    features: list[Literal["inception", "domain", "dinov2", "i3d"]] = ["inception"]
+    # text models also: clip (CLIP score against each sample's prompt; djepa/text/clip_score.py)
+    features: list[Literal["inception", "domain", "dinov2", "i3d", "clip"]] = ["inception"]
     reference: str | None = None  # ADM-format reference .npz: mu, sigma (Inception), arr_0 images for P/R
     inception_weights: str | None = None  # local FID Inception weights; else $DJEPA_INCEPTION_WEIGHTS, else download
     dinov2_weights: str | None = None  # local dinov2_vitl14_pretrain.pth (FD-DINOv2); else torch.hub's download
+    # CLIP score (eval.features clip): a transformers CLIP directory or hub id; "crop" is CLIP's own preprocessing,
+    # "pad" pads wide images to a square first (the 28 x 56 pairs would lose half of each digit to the crop)
+    clip_model: str = "openai/clip-vit-large-patch14"
+    clip_fit: Literal["crop", "pad"] = "crop"
+    # text models: the captions to sample (one a line, or a CSV / JSONL with a caption column), cycled; default for
+    # the embedded captioned sources: their held-out captions
+    prompts: str | None = None
     # FVD's I3D (Kinetics-400) as a state dict file (djepa/video/fvd.py names the release): never downloaded here
     i3d_weights: str | None = None
     feature_batch_size: int = Field(200, ge=1)
@@ -253,15 +263,40 @@ class Config(_Strict):
                              f"{self.eval.is_splits} (the IS splits); raise it or lower eval.is_splits")
         kind = "clips" if self.tokenizer.is_video else "images"
         wrong = set(self.eval.features) - ({"i3d", "domain"} if self.tokenizer.is_video else
-                                           {"inception", "dinov2", "domain"})
+                                           {"inception", "dinov2", "domain", "clip"})
         if wrong:
             raise ValueError(f"eval.features {sorted(wrong)} cannot measure {kind} (tokenizer.frames="
                              f"{self.tokenizer.frames}); use " + ("[i3d] (FVD) or [domain]" if self.tokenizer.is_video
                                                                   else "[inception], [dinov2] or [domain]"))
+        self._text_checks()
+        if self.model.positions == "rope":
+            hd, rank = self.model.width // self.model.num_heads, len(self.tokenizer.grid_shape)
+            if hd % 2 or hd < 2 * rank:
+                raise ValueError(f"model.positions=rope rotates pairs of each head's {hd} dims (model.width / "
+                                 f"model.num_heads), at least one pair per grid axis ({rank}): choose an even head "
+                                 f"width of {2 * rank} or more")
         if self.train.batch_size % self.train.workers:
             raise ValueError(f"train.batch_size={self.train.batch_size} is not divisible by "
                              f"train.workers={self.train.workers}")
         return self
+
+    def _text_checks(self) -> None:
+        m, t, d = self.model, self.text, self.data
+        captioned = d.source in ("mnist_pairs", "digits_pairs")  # djepa.data.sources.TEXT_SOURCES (imports this)
+        if captioned and m.condition != "text":
+            raise ValueError(f"data.source={d.source} is captioned data; set model.condition=text (and a text: section)")
+        if captioned and d.hflip:
+            raise ValueError(f"data.hflip would swap the digits of data.source={d.source} but not the words of their "
+                             f"captions ('3 left of 8'); set data.hflip=false")
+        if m.condition == "text" and t.encoder == "words" and m.text_dim != t.words_dim:
+            raise ValueError(f"model.text_dim={m.text_dim}, but the words encoder gives {t.words_dim}-d embeddings "
+                             f"({len(t.vocab)} words in text.vocab + text.position_dims={t.position_dims}); set "
+                             f"model.text_dim={t.words_dim}")
+        if "clip" in self.eval.features and m.condition != "text":
+            raise ValueError("eval.features clip scores samples against their prompts: it needs model.condition=text")
+        if "domain" in self.eval.features and m.condition == "text" and not captioned:
+            raise ValueError(f"eval.features domain has no classifier for captions of data.source={d.source}; use "
+                             f"[inception, clip] for text-to-image models")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from djepa.checkpoint import save_checkpoint
-from djepa.config import Config
+from djepa.conditions import Conditioner, is_text, select
+from djepa.config import Config, ConfigError
 from djepa.console import say
 from djepa.data.sources import check_shape, load_source
 from djepa.engine import build_optimizer
@@ -47,17 +48,25 @@ def train_local(cfg: Config, out_dir: str | Path | None = None, *, on_step=None)
         return _train_local(cfg, out, on_step)
 
 
-def in_memory(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """cfg.data.source as tensors, checked against the tokenizer and the number of classes."""
-    images, labels = load_source(cfg.data.source)
+def in_memory(cfg: Config) -> tuple[torch.Tensor, torch.Tensor | dict]:
+    """cfg.data.source as tensors, checked against the tokenizer, with the model's condition of every sample: the
+    labels (checked against model.num_classes), or the captions' text embeddings, computed once here."""
+    images, raw = load_source(cfg.data.source)
     check_shape(cfg.data.source, images, cfg.tokenizer)
-    if labels.max() >= cfg.model.num_classes:
-        raise ValueError(f"data has label {labels.max()} but model.num_classes={cfg.model.num_classes}")
-    return torch.from_numpy(images), torch.from_numpy(labels)
+    if is_text(cfg) != (raw.dtype == object):
+        raise ConfigError(f"data.source={cfg.data.source} gives {'captions' if raw.dtype == object else 'class labels'}"
+                          f" but model.condition={cfg.model.condition}")
+    if is_text(cfg):
+        cond = Conditioner(cfg)
+        parts = [cond(raw[i:i + 1024]) for i in range(0, len(raw), 1024)]
+        return torch.from_numpy(images), {k: torch.cat([p[k] for p in parts]) for k in ("text", "mask")}
+    if raw.max() >= cfg.model.num_classes:
+        raise ValueError(f"data has label {raw.max()} but model.num_classes={cfg.model.num_classes}")
+    return torch.from_numpy(images), torch.from_numpy(raw)
 
 
-def batches(cfg: Config, images: torch.Tensor, labels: torch.Tensor):
-    """-> a callable giving one pass (epoch) of (images, labels) batches: a fresh permutation, then per
+def batches(cfg: Config, images: torch.Tensor, labels: torch.Tensor | dict):
+    """-> a callable giving one pass (epoch) of (images, conditions) batches: a fresh permutation, then per
     batch the flips (data.hflip), all from one generator seeded with train.seed."""
     gen, b = torch.Generator().manual_seed(cfg.train.seed), cfg.train.batch_size
 
@@ -69,9 +78,13 @@ def batches(cfg: Config, images: torch.Tensor, labels: torch.Tensor):
             if cfg.data.hflip:
                 flip = torch.rand(len(idx), generator=gen) < 0.5
                 x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
-            yield x, labels[idx]
+            yield x, select(labels, idx)
 
     return one_pass
+
+
+def to_device(cond, device):
+    return {k: v.to(device) for k, v in cond.items()} if isinstance(cond, dict) else cond.to(device)
 
 
 def _train_local(cfg: Config, out: Path, on_step) -> TrainResult:
@@ -92,7 +105,7 @@ def _train_local(cfg: Config, out: Path, on_step) -> TrainResult:
         save_checkpoint(ckpt, cfg, model.state_dict(), ema.state_dict(), state)
         saved.append(state["step"])
 
-    feed = Feed(batches(cfg, images, labels), lambda b: (tokenizer.encode(b[0].to(device)), b[1].to(device)),
+    feed = Feed(batches(cfg, images, labels), lambda b: (tokenizer.encode(b[0].to(device)), to_device(b[1], device)),
                 steps_per_pass=n // t.batch_size, rows=n)
     log, online = TrainLog(cfg, 0), _online(cfg, out, device) if t.eval_every else None
     start = time.perf_counter()

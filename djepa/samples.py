@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from djepa.conditions import Conditioner, is_text, labels_for, preview_conditions
 from djepa.config import Config, SampleConfig
 from djepa.fast import graph_token_sampler, sampling_autocast
 from djepa.models.rng import RowGenerator
@@ -43,15 +44,17 @@ def atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray) -> Path:
-    """ADM's format: arr_0 uint8 (N, H, W, C) (clips: (N, T, H, W, C)), arr_1 int64 labels."""
+def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray, captions=None) -> Path:
+    """ADM's format: arr_0 uint8 (N, H, W, C) (clips: (N, T, H, W, C)), arr_1 int64 labels; a text model's samples
+    also keep `captions`, each sample's prompt (a unicode array: read back without pickle)."""
     if images.dtype != np.uint8 or images.ndim not in (4, 5):
         raise ValueError(f"samples must be uint8 (N, H, W, C) or (N, T, H, W, C), got {images.dtype} {images.shape}")
     path = Path(path)
 
     def write(tmp):
         with open(tmp, "wb") as f:
-            np.savez(f, images, labels)
+            extra = {} if captions is None else {"captions": np.asarray(captions, dtype=str)}
+            np.savez(f, images, labels, **extra)
 
     atomic_write(path, write)
     return path
@@ -148,9 +151,11 @@ def sample_seeds(seed: int, indices: np.ndarray) -> list[int]:
 @torch.no_grad()
 def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | None = None,
                   seed: int | None = None, device: torch.device | str = "cpu", tokenizer=None,
-                  indices: np.ndarray | None = None) -> np.ndarray:
-    """Class-conditional samples -> uint8 (N, *tokenizer.sample_shape): (N, H, W, C) or clips (N, T, H, W, C), in batches of sample.batch_size; sample i (of
-    `indices`, default 0..N-1) draws all its noise from its own seed. Pass `tokenizer` to reuse a loaded VAE.
+                  indices: np.ndarray | None = None, conditioner: Conditioner | None = None) -> np.ndarray:
+    """Conditional samples -> uint8 (N, *tokenizer.sample_shape): (N, H, W, C) or clips (N, T, H, W, C), in batches
+    of sample.batch_size. `labels`: the raw conditions (class ids, or captions for a text model; djepa.conditions).
+    Sample i (of `indices`, default 0..N-1) draws all its noise from its own seed. Pass `tokenizer` to reuse a
+    loaded VAE and `conditioner` a loaded text encoder.
     Precision and CUDA graphs follow sample.dtype and sample.cuda_graphs, applied here from outside the model
     (djepa.fast; graphs stay installed on `model` for its next call); the decoder runs in fp32 as before."""
     s = cfg.sample
@@ -159,9 +164,10 @@ def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | Non
     indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
     seeds = sample_seeds(s.seed if seed is None else seed, indices)
     graph_token_sampler(model, s.cuda_graphs)  # used on CUDA only: eager elsewhere
+    conditioner = conditioner or Conditioner(cfg, device)
     out = []
     for i in range(0, len(labels), s.batch_size):
-        y = torch.as_tensor(labels[i: i + s.batch_size], device=device)
+        y = conditioner(labels[i: i + s.batch_size])
         rows = RowGenerator(seeds[i: i + s.batch_size], device)
         with sampling_autocast(device, sampling_dtype(s, device)):
             tokens = generate(model, y, s.ar_steps, s.cfg if cfg_scale is None else cfg_scale, s.cfg_schedule,
@@ -172,14 +178,15 @@ def sample_images(model, cfg: Config, labels: np.ndarray, cfg_scale: float | Non
 
 def write_preview(model, cfg: Config, out_dir: str | Path, device="cpu", tokenizer=None, stem: str = "samples",
                   npz: bool = True) -> dict[str, Path]:
-    """A grid of sample.num_per_class samples per class (a row per sample index, a column per class),
-    as <stem>.png (clips: <stem>.gif, .mp4, -strip.png; "png" is then the strip) and, with npz, the samples as
-    <stem>.npz."""
+    """A grid of sample.num_per_class samples per class or prompt (a row per sample index, a column per condition;
+    djepa.conditions.preview_conditions), as <stem>.png (clips: <stem>.gif, .mp4, -strip.png; "png" is then the
+    strip) and, with npz, the samples as <stem>.npz."""
     out = Path(out_dir)
-    labels = balanced_labels(cfg.sample.num_per_class * cfg.model.num_classes, cfg.model.num_classes)
-    images = sample_images(model, cfg, labels, device=device, tokenizer=tokenizer)
-    paths = save_grid(out / stem, images, ncol=cfg.model.num_classes)
+    raw, ncol = preview_conditions(cfg)
+    images = sample_images(model, cfg, raw, device=device, tokenizer=tokenizer)
+    paths = save_grid(out / stem, images, ncol=ncol)
     paths.setdefault("png", paths.get("strip"))
     if npz:
-        paths["npz"] = save_npz(out / f"{stem}.npz", images, labels)
+        paths["npz"] = save_npz(out / f"{stem}.npz", images, labels_for(cfg, raw),
+                                raw if is_text(cfg) else None)
     return paths

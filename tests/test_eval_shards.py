@@ -6,16 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from djepa.eval.shards import ShardError, labels_of, load_shard, plan, write_adm_npz, write_shard
+from djepa.conditions import conditions_of
+from djepa.config import load_config
+from djepa.eval.shards import ShardError, load_shard, plan, write_adm_npz, write_shard
 from djepa.models.djepa import build_model
 from djepa.samples import sample_images
+
+DIGITS = load_config("configs/digits.yaml")  # 10 classes
+
+
+def labels_of(start: int, stop: int) -> np.ndarray:
+    return conditions_of(DIGITS, start, stop)
 
 
 def test_a_sample_depends_on_its_index_only_not_on_batch_size_or_subset(tiny):
     cfg = tiny("sample.batch_size=7")
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.tokenizer).eval()
-    labels = labels_of(0, 20, 10)
+    labels = labels_of(0, 20)
     whole = sample_images(model, cfg, labels)
     cfg5 = tiny("sample.batch_size=5")
     assert np.array_equal(whole, sample_images(model, cfg5, labels))
@@ -25,15 +33,15 @@ def test_a_sample_depends_on_its_index_only_not_on_batch_size_or_subset(tiny):
 
 
 def test_labels_are_interleaved_and_balanced():
-    assert labels_of(0, 25, 10).tolist() == [i % 10 for i in range(25)]
-    assert labels_of(12, 15, 10).tolist() == [2, 3, 4]
+    assert labels_of(0, 25).tolist() == [i % 10 for i in range(25)]
+    assert labels_of(12, 15).tolist() == [2, 3, 4]
     assert plan(10, 4) == [(0, 4), (4, 8), (8, 10)]
 
 
 def _arrays(start, stop):
     rng = np.random.default_rng(start)
     return {"images": rng.integers(0, 256, (stop - start, 8, 8, 1), dtype=np.uint8),
-            "labels": labels_of(start, stop, 10), "indices": np.arange(start, stop)}
+            "labels": labels_of(start, stop), "indices": np.arange(start, stop)}
 
 
 def test_shard_round_trip_and_adm_npz(tmp_path):

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from djepa.conditions import is_text, labels_for
 from djepa.config import Config, ConfigError, TokenizerConfig
 from djepa.console import say
 from djepa.data.format import FORMAT, BadImageError, DatasetError  # noqa: F401  (FORMAT, BadImageError: old home)
+from djepa.data.encoded import text_identity
 from djepa.data.images import FolderScan, decode_image, scan_folder, unreadable_headers
 from djepa.data.sources import check_shape, load_source
 from djepa.digest import files_sha256
@@ -69,6 +71,8 @@ def encode_settings(cfg: Config) -> dict:
         tok["frames"] = t.frames  # the clip size is image_size above
     root = str(Path(cfg.data.root).resolve()) if cfg.data.source in FOLDERS else None
     settings = {"source": cfg.data.source, "root": root, "tokenizer": tok, "on_bad_image": cfg.data.on_bad_image}
+    if is_text(cfg) and cfg.text.precompute:  # stored text embeddings: keys added only for text models
+        settings["text"] = text_identity(cfg)
     if cfg.data.source == "video_folder":
         split = str(Path(cfg.data.split_file).resolve()) if cfg.data.split_file else None
         settings |= {"fps": cfg.data.fps, "split_file": split}
@@ -120,9 +124,31 @@ class Tokenize:
             raise ValueError(f"the {self.tok.cfg.kind} tokenizer gave moments {m.shape[1:]} per sample, but "
                              f"moments_shape says {self.shape}")
         out = {"key": batch["key"], "label": batch["label"].astype(np.int64), "moments": m, "moments_flip": mf}
-        if "valid_frames" in batch:  # clips: the real frames before the zero padding
-            out["valid_frames"] = batch["valid_frames"].astype(np.int64)
+        for name in ("valid_frames", "caption"):  # clips: the real frames before the padding; text: the caption
+            if name in batch:
+                out[name] = batch[name]
         return out
+
+
+class EmbedText:
+    """Actor-pool callable of a text model's encode: captions -> the text encoder's embeddings (float16, (L, D)
+    each, padded) and token counts, stored beside the moments so training never runs the encoder."""
+
+    def __init__(self, config: dict):
+        from djepa.conditions import Conditioner
+
+        self.cond = Conditioner(Config.model_validate(config), "cuda" if _cuda() else "cpu")
+
+    def __call__(self, batch: dict) -> dict:
+        c = self.cond(list(batch["caption"]))
+        emb, length = c["text"].float().cpu().numpy().astype(np.float16), c["mask"].sum(1).cpu().numpy()
+        return batch | {"text_emb": emb, "text_len": length.astype(np.int64)}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _image_columns(data: bytes, size: int, channels: int) -> dict:
@@ -188,10 +214,13 @@ def _source_dataset(cfg: Config, bad_dir: Path, scan: FolderScan | VideoScan | N
         fn_kwargs = dict(decode=decode, empty=empty, classes=scan.classes, root=root, on_bad=cfg.data.on_bad_image,
                          bad_dir=str(bad_dir), what=_what(cfg))
         return ds.map_batches(_decode_batch, fn_kwargs=fn_kwargs, batch_size=cfg.data.encode_batch_size), scan.classes
-    images, labels = load_source(cfg.data.source)
+    images, raw = load_source(cfg.data.source)
     check_shape(cfg.data.source, images, cfg.tokenizer)
     keys = [f"{cfg.data.source}/{i:06d}" for i in range(len(images))]
+    labels = labels_for(cfg, raw) if raw.dtype == object else raw  # captions: their digit pair's code
     items = [{"image": im, "label": y, "key": k} for im, y, k in zip(images, labels, keys)]
+    if raw.dtype == object:  # captioned: the caption travels with its image
+        items = [row | {"caption": str(c)} for row, c in zip(items, raw)]
     if images.ndim == 5:  # bundled clips are whole: every frame is real
         items = [row | {"valid_frames": images.shape[2]} for row in items]
     return ray.data.from_items(items), [str(c) for c in range(int(labels.max()) + 1)]
@@ -288,6 +317,12 @@ def _manifest(cfg: Config, classes: list[str], files: list[dict], bad: list[str]
         "settings": encode_settings(cfg), "encode_hash": encode_hash(cfg), "config_hash": cfg.hash(),
         "seconds": round(seconds, 1),
     }
+    if is_text(cfg):  # class-conditional manifests keep exactly their old keys
+        manifest["columns"].append("caption")
+        manifest["captions"] = True
+        if cfg.text.precompute:
+            manifest["columns"] += ["text_emb", "text_len"]
+            manifest["text"], manifest["text_shape"] = text_identity(cfg), [cfg.text.max_length, cfg.model.text_dim]
     if _is_video(cfg):  # image manifests keep exactly their old keys
         manifest["columns"].append("valid_frames")  # per clip: real frames before the black zero padding
         manifest["frames"] = t.frames
@@ -320,8 +355,13 @@ def _encode_locked(cfg: Config, out: Path) -> dict:
         ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer": cfg.tokenizer.model_dump(mode="json")},
                             batch_size=cfg.data.encode_batch_size, num_gpus=gpus or None,
                             compute=ray.data.ActorPoolStrategy(size=cfg.data.encode_workers))
+        if is_text(cfg) and cfg.text.precompute:  # the frozen text encoder runs once, here, not in training
+            ds = ds.map_batches(EmbedText, fn_constructor_kwargs={"config": cfg.to_dict()},
+                                batch_size=cfg.data.encode_batch_size, num_gpus=gpus or None,
+                                compute=ray.data.ActorPoolStrategy(size=cfg.data.encode_workers))
         say("encode", f"{cfg.data.source} -> {out} with the {cfg.tokenizer.kind} tokenizer, "
-                      f"{cfg.data.encode_workers} tokenizer actor(s)")
+                      f"{cfg.data.encode_workers} tokenizer actor(s)" +
+                      (f" and the {cfg.text.encoder} text encoder" if is_text(cfg) and cfg.text.precompute else ""))
         ds.write_parquet(str(tmp / "shards"), min_rows_per_file=cfg.data.rows_per_file)
         bad = _bad_records(tmp / "_bad")
         shutil.rmtree(tmp / "_bad")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from djepa.conditions import Conditioner, is_text
 from djepa.config import Config
 from djepa.data.format import FORMAT, DatasetError  # noqa: F401  (DatasetError: still importable from here)
 from djepa.digest import files_sha256
@@ -48,11 +49,32 @@ def open_encoded(cfg: Config, path: str | Path) -> dict:
         # scale_factor and patch_size are applied when tokens are drawn, so they may differ from the manifest
         raise DatasetError(f"{mf} was encoded with {got}, but the config's tokenizer needs {want}. Point "
                            f"data.encoded_dir at a matching dataset, or {_reencode_hint(cfg, path)}")
-    if manifest["num_classes"] > cfg.model.num_classes:
+    _check_text(cfg, manifest, mf)
+    if not is_text(cfg) and manifest["num_classes"] > cfg.model.num_classes:
         raise DatasetError(f"{mf} has {manifest['num_classes']} classes but model.num_classes="
                            f"{cfg.model.num_classes}; raise model.num_classes")
     _check_shards(path, manifest, cfg)
     return manifest
+
+
+def _check_text(cfg: Config, manifest: dict, mf: Path) -> None:
+    """A text model needs captions, and embeddings of its own encoder when it reads stored ones."""
+    if not is_text(cfg):
+        if manifest.get("captions"):
+            raise DatasetError(f"{mf} holds captioned data but model.condition=class; set model.condition=text")
+        return
+    if not manifest.get("captions"):
+        raise DatasetError(f"{mf} holds no captions (data.source={manifest.get('source')}) but model.condition=text; "
+                           f"encode captioned data (data.source=mnist_pairs, caption_folder or webdataset)")
+    if cfg.text.precompute and manifest.get("text") != text_identity(cfg):
+        raise DatasetError(f"{mf} stores text embeddings of {manifest.get('text')}, but the config's text encoder is "
+                           f"{text_identity(cfg)}; encode the data again with this text: section, or set "
+                           f"text.precompute=false to encode the captions while training")
+
+
+def text_identity(cfg: Config) -> dict:
+    """What stored text embeddings depend on (the encoder, its length, its hidden state), for the manifest."""
+    return cfg.text.model_dump(mode="json", exclude={"precompute", "dtype"})
 
 
 def _check_shards(path: Path, manifest: dict, cfg: Config) -> None:
@@ -105,25 +127,37 @@ def epochs_per_pass(cfg: Config, rows: int) -> int:
     return max(1, -(-cfg.data.min_rows_per_pass // rows))
 
 
-def read_shard(path: str | Path, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """One Parquet shard -> {key, label, moments, moments_flip[, valid_frames]} arrays (also without Ray's tensor
-    type)."""
+def _tensor(table, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    arr = table[name].combine_chunks()
+    arr = getattr(arr, "storage", arr)  # Ray's tensor extension type wraps a flat list array
+    return np.asarray(arr.flatten(), dtype=np.float32).reshape(len(arr), *shape)
+
+
+def read_shard(path: str | Path, shape: tuple[int, ...], text_shape: tuple[int, ...] | None = None
+               ) -> dict[str, np.ndarray]:
+    """One Parquet shard -> {key, label, moments, moments_flip[, valid_frames][, caption][, text_emb, text_len]}
+    arrays (also without Ray's tensor type). text_shape (L, D): the stored text embeddings' shape, if any."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(str(path))
     out = {"key": table["key"].to_numpy(zero_copy_only=False), "label": table["label"].to_numpy()}
     if "valid_frames" in table.column_names:  # video rows: the real frames before the zero padding
         out["valid_frames"] = table["valid_frames"].to_numpy()
+    if "caption" in table.column_names:  # text rows: the caption, and its embeddings when computed at encode time
+        out["caption"] = table["caption"].to_numpy(zero_copy_only=False)
+    if text_shape is not None:
+        out["text_emb"], out["text_len"] = _tensor(table, "text_emb", text_shape), table["text_len"].to_numpy()
     for name in ("moments", "moments_flip"):
-        arr = table[name].combine_chunks()
-        arr = getattr(arr, "storage", arr)  # Ray's tensor extension type wraps a flat list array
-        out[name] = np.asarray(arr.flatten(), dtype=np.float32).reshape(len(arr), *shape)
+        out[name] = _tensor(table, name, shape)
     return out
 
 
-def _read_shards(batch: dict, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    parts = [read_shard(p, shape) for p in batch["path"]]
-    return {k: np.concatenate([p[k] for p in parts]) for k in ("label", "moments", "moments_flip")}
+TRAIN_COLUMNS = ("label", "moments", "moments_flip", "caption", "text_emb", "text_len")
+
+
+def _read_shards(batch: dict, shape: tuple[int, ...], text_shape: tuple[int, ...] | None) -> dict[str, np.ndarray]:
+    parts = [read_shard(p, shape, text_shape) for p in batch["path"]]
+    return {k: np.concatenate([p[k] for p in parts]) for k in TRAIN_COLUMNS if k in parts[0]}
 
 
 def training_dataset(cfg: Config, path: str | Path, manifest: dict):
@@ -134,18 +168,32 @@ def training_dataset(cfg: Config, path: str | Path, manifest: dict):
     ray.data.DataContext.get_current().enable_progress_bars = False  # the training loop reports progress
     files = [str(Path(path) / f["name"]) for f in manifest["files"]] * epochs_per_pass(cfg, manifest["rows"])
     ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
-    return ds.randomize_block_order().map_batches(_read_shards, fn_kwargs={"shape": tuple(manifest["moments_shape"])},
-                                                  batch_size=1)
+    text = manifest.get("text_shape") if is_text(cfg) and cfg.text.precompute else None
+    return ds.randomize_block_order().map_batches(
+        _read_shards, fn_kwargs={"shape": tuple(manifest["moments_shape"]), "text_shape": text and tuple(text)},
+        batch_size=1)
+
+
+def collate(batch: dict[str, np.ndarray]) -> dict:
+    """iter_torch_batches' collate_fn: numeric columns -> tensors, captions stay a list of str (the text encoder of
+    an on-the-fly text model reads them in the worker)."""
+    return {k: (list(v) if v.dtype == object else torch.as_tensor(v)) for k, v in batch.items()}
 
 
 def batch_tokens(batch: dict, cfg: Config, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """{label, moments, moments_flip} -> (tokens (B, N, D), labels (B,)): per row the image or its mirror
-    (when data.hflip), then a fresh posterior sample (VAE) or the pixels themselves."""
+                 device: torch.device | str = "cpu", conditioner: Conditioner | None = None):
+    """{label, moments, moments_flip[, caption | text_emb, text_len]} -> (tokens (B, N, D), the model's condition):
+    per row the image or its mirror (when data.hflip), then a fresh posterior sample (VAE) or the pixels
+    themselves; labels (B,), or for a text model its stored embeddings, or its captions encoded now."""
     moments = batch["moments"].to(device, torch.float32, non_blocking=True)  # (B, *moments_shape)
     if cfg.data.hflip:
         flipped = batch["moments_flip"].to(device, torch.float32, non_blocking=True)
         pick = torch.rand(len(moments), generator=generator, device=device) < 0.5
         moments = torch.where(pick.view(-1, *[1] * (moments.dim() - 1)), flipped, moments)  # images or clips
     tokens = moments_to_tokens(moments, cfg.tokenizer, generator)
-    return tokens, batch["label"].to(device, torch.long, non_blocking=True)
+    if not is_text(cfg):
+        return tokens, batch["label"].to(device, torch.long, non_blocking=True)
+    conditioner = conditioner or Conditioner(cfg, device)
+    if "text_emb" in batch:
+        return tokens, conditioner.stored(batch["text_emb"], batch["text_len"])
+    return tokens, conditioner(batch["caption"])

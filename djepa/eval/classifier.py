@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from djepa.console import say
-from djepa.data.sources import SOURCES, load_source
+from djepa.data.sources import SOURCES, TEXT_SOURCES, load_source  # TEXT_SOURCES: djepa/text/pair_metrics.py
 
 VERSION = "mlp-256-128-v1"  # change it when the recipe below changes: old caches are then ignored
 HELD_OUT = 0.2
@@ -62,6 +62,10 @@ def real_split(source: str) -> dict[str, np.ndarray]:
         from djepa.video.classifier import real_split as clip_split
 
         return clip_split(source)
+    if source in TEXT_SOURCES:  # the captioned composites: training composites vs held-out ones (djepa/text/pairs.py)
+        from djepa.text.pairs import real_split as pairs_split
+
+        return pairs_split(source)
     x, y = load_source(source)
     u8 = np.round((x + 1.0) * 127.5).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
     train, held = split_indices(len(u8))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from djepa.config import Config
+from djepa.data.sources import TEXT_SOURCES  # their domain features: both halves, djepa/text/pair_metrics.py
 from djepa.eval.shards import file_digest
 
 INCEPTION_ENV = "DJEPA_INCEPTION_WEIGHTS"
@@ -197,6 +198,14 @@ def extractor_identities(cfg: Config) -> dict[str, str]:
             from djepa.video.fvd import i3d_identity
 
             out[name] = i3d_identity(e.i3d_weights)[1]
+        elif name == "clip":
+            from djepa.text.clip_score import clip_identity
+
+            out[name] = clip_identity(e.clip_model)
+        elif cfg.data.source in TEXT_SOURCES:
+            from djepa.text.pair_metrics import pair_identity
+
+            out[name] = pair_identity(cfg.data.source)
         else:
             out[name] = f"domain-{cfg.data.source}-{classifier_hash(cfg.data.source)}"
     return out
@@ -204,6 +213,11 @@ def extractor_identities(cfg: Config) -> dict[str, str]:
 
 DIMS = {"inception": InceptionExtractor.dims, "domain": DomainExtractor.dims, "dinov2": DinoV2Extractor.dims,
         "i3d": 400}  # djepa.video.fvd.I3DExtractor.dims (imported lazily: the video modality imports this file)
+
+
+def dims(name: str, source: str) -> int:
+    """Width of an extractor's features: the pairs' domain features are two digits' side by side."""
+    return 2 * DIMS["domain"] if name == "domain" and source in TEXT_SOURCES else DIMS[name]
 
 
 def random_inception_weights(path: str | Path, seed: int = 0) -> Path:
@@ -239,6 +253,12 @@ def build_extractors(cfg: Config, device="cpu") -> list[Extractor]:
 
             # batch in clips: ~70 MB of activations each at 16 x 224 x 224 (fvd.py), so at most 16 at a time
             out.append(I3DExtractor(e.i3d_weights, device, min(e.feature_batch_size, 16)))
+        elif name == "clip":
+            continue  # scores a sample against its prompt: not a feature extractor (djepa/text/clip_score.py)
+        elif cfg.data.source in TEXT_SOURCES:
+            from djepa.text.pair_metrics import PairExtractor
+
+            out.append(PairExtractor(cfg.data.source, e.cache_dir, device, e.feature_batch_size))
         else:
             out.append(DomainExtractor(cfg.data.source, e.cache_dir, device, e.feature_batch_size))
     return out

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from djepa.config import Config
 from djepa.console import say
-from djepa.eval.report import ShardSums, metrics_of
-from djepa.eval.shards import sample_shard, shard_features
+from djepa.eval.report import ShardSums, clip_metrics, metrics_of
+from djepa.eval.shards import clip_scores, sample_shard, shard_features
 
 
 def due(cfg: Config, step: int) -> bool:
@@ -51,7 +51,8 @@ class OnlineEval:
                  sink: Callable[[dict, int, int], None] | None = None):
         self.cfg, self.reference, self.device, self.path, self.sink = cfg, reference, device, Path(path), sink
         self.points = read_points(self.path)
-        self.tokenizer = self.extractors = None  # built at the first point (a VAE decoder, Inception: not before)
+        # built at the first point (a VAE decoder, Inception, CLIP: not before)
+        self.tokenizer = self.extractors = self.clip = None
         for p in sorted(self.points.values(), key=lambda p: p["step"]):
             self._log(p)
 
@@ -65,14 +66,19 @@ class OnlineEval:
 
             self.tokenizer = build_tokenizer(self.cfg.tokenizer).to(self.device)
             self.extractors = build_extractors(self.cfg, self.device)
+            if "clip" in self.cfg.eval.features:
+                from djepa.text.clip_score import ClipScorer
+
+                self.clip = ClipScorer(self.cfg.eval.clip_model, self.device, fit=self.cfg.eval.clip_fit)
         t0, n = time.perf_counter(), self.cfg.train.eval_samples
         arrays = sample_shard(ema, self.tokenizer, self.cfg, 0, n, self.device)
-        arrays |= shard_features(self.extractors, arrays["images"])
+        arrays |= shard_features(self.extractors, arrays["images"]) | clip_scores(self.clip, arrays)
         sums = ShardSums([ex.name for ex in self.extractors], 0)
         sums.add(arrays, {})
         metrics = {}
         for ex in self.extractors:
             metrics |= metrics_of(ex.name, sums, self.reference, self.cfg.eval.is_splits)
+        metrics |= clip_metrics(sums)
         point = {"step": step, **{k: v for k, v in metrics.items() if not k.startswith("floor_")},
                  "seconds": round(time.perf_counter() - t0, 2), "timestamp_ms": int(time.time() * 1000)}
         with self.path.open("a") as f:  # on disk before the sink: a replay can then only repeat it

@@ -21,9 +21,10 @@ EMBEDDED = tuple(SOURCES)  # the bundled sources: their reference is made here o
 def resolve_reference(cfg: Config, features: dict[str, str]) -> dict | None:
     """eval.reference loaded and checked up front (features: {name: identity}, eval.features' order); for the
     embedded datasets it is made on first use, the only time the extractors are built here."""
-    from djepa.eval.features import DIMS, build_extractors
+    from djepa.eval.features import build_extractors, dims
 
     e = cfg.eval
+    features = {k: v for k, v in features.items() if k != "clip"}  # CLIP scores prompts: no reference statistics
     if not features:
         return None
     path = e.reference
@@ -37,7 +38,7 @@ def resolve_reference(cfg: Config, features: dict[str, str]) -> dict | None:
         if not path.is_file():
             say("eval", f"no eval.reference: computing the {cfg.data.source} reference statistics once -> {path}")
             embedded_reference(cfg.data.source, build_extractors(cfg), e.reference_images, path)
-    return load_reference(path, list(features), {k: DIMS[k] for k in features})
+    return load_reference(path, list(features), {k: dims(k, cfg.data.source) for k in features})
 
 
 def read_shards(out: Path, shards: list, sample_hash: str, image_shape: tuple):
@@ -57,6 +58,7 @@ class ShardSums:
         self.logits = {k: [] for k in names}
         self.features = {k: [] for k in names}
         self.labels, self.first, self.sampled, self.sample_seconds = [], [], 0, 0.0
+        self.clip = []  # per-sample CLIP scores of a text model (eval.features clip)
 
     def add(self, arrays: dict, meta: dict) -> None:
         n = len(arrays["indices"])
@@ -65,6 +67,8 @@ class ShardSums:
             self.sampled, self.sample_seconds = self.sampled + n, self.sample_seconds + meta["sample_seconds"]
         if sum(map(len, self.first)) < self.grid_n:
             self.first.append(arrays["images"])
+        if "clip.scores" in arrays:
+            self.clip.append(arrays["clip.scores"])
         for k in self.names:
             self.stats[k].append(shard_stats(arrays, k))
             self.logits[k].append(arrays[f"{k}.logits"])
@@ -89,13 +93,26 @@ def metrics_of(name: str, sums: ShardSums, reference: dict, is_splits: int,
     if logits.shape[1]:  # DINOv2 has no classifier head: FD (and P/R) only
         out[f"is{suffix}"], out[f"is_std{suffix}"] = inception_score(logits, is_splits)
     if name == "domain":  # a classifier of the data's own classes: how often it agrees with the condition
-        out[f"consistency{suffix}"] = float((logits.argmax(1) == np.concatenate(sums.labels)).mean())
+        labels = np.concatenate(sums.labels)
+        out[f"consistency{suffix}"] = float((logits.argmax(1) == labels).mean())
+        if logits.shape[1] == 100:  # the pairs' joint logits (10 x left + right): both digits read, but swapped
+            out[f"swapped{suffix}"] = float((logits.argmax(1) == 10 * (labels % 10) + labels // 10).mean())
     if pr is not None:
         out[f"precision{suffix}"], out[f"recall{suffix}"] = pr
     floor = reference["floors"].get(f"floor_fd_{name}")
     if floor is not None:
         out[f"floor_{fd_key}"] = floor
     return out
+
+
+def clip_metrics(sums: ShardSums) -> dict:
+    """CLIP score over every sample (djepa/text/clip_score.py), when the shards hold it."""
+    if not sums.clip:
+        return {}
+    from djepa.text.clip_score import clip_score
+
+    scores = np.concatenate(sums.clip)
+    return clip_score([scores.sum()], [len(scores)])
 
 
 def result_record(cfg: Config, n: int, checkpoint: Path, sample_hash: str, reference: dict | None, metrics: dict,

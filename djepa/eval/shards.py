@@ -1,7 +1,8 @@
 """Sharded sample generation without Ray: the plan, one shard's work, shard files, the final .npz.
 
 Sample i has label i % num_classes (interleaved: any prefix is class-balanced, and IS splits
-never see one class) and draws all its noise from the seed sample_seeds(sample.seed, i), so the set
+never see one class), or for a text model prompt i % P (djepa/conditions.py), and draws all its noise from the
+seed sample_seeds(sample.seed, i), so the set
 is the same for any number of workers or batch size. A shard is the samples [start, stop)
 with their features; its file carries the hash of everything that made it (checkpoint bytes,
 model, tokenizer, sampling config) and is written atomically.
@@ -17,7 +18,8 @@ import numpy as np
 
 from djepa.config import Config
 from djepa.eval.metrics import FeatureStats
-from djepa.samples import atomic_write, balanced_labels, load_arrays, sample_images, sampling_dtype, save_arrays
+from djepa.conditions import conditions_of, eval_prompts, is_text, labels_for, prompts_digest
+from djepa.samples import atomic_write, load_arrays, sample_images, sampling_dtype, save_arrays
 
 FORMAT = "djepa-samples-v2"  # v2: per-sample seeds mixed (v1 ignored sample.seed on CPU)
 # the only model keys an evaluation may change: how many solver steps the token sampler takes
@@ -52,8 +54,9 @@ def sampling_identity(cfg: Config, checkpoint_digest: str) -> dict:
         tokenizer.pop("frames"), tokenizer.pop("temporal_patch"), tokenizer["vae"].pop("temporal_stride")
     identity = {"format": FORMAT, "checkpoint_sha256": checkpoint_digest, "model": cfg.model.identity(),
                 "tokenizer": tokenizer, "sample": sample}
-    if cfg.model.condition == "text":  # the encoder that embeds the prompts (where its weights live does not count)
+    if is_text(cfg):  # the encoder that embeds the prompts, and the prompts
         identity["text"] = cfg.text.model_dump(mode="json", exclude={"precompute"})
+        identity["prompts"] = prompts_digest(eval_prompts(cfg))
     return identity
 
 
@@ -69,8 +72,14 @@ def shard_path(out: Path, start: int, stop: int) -> Path:
     return out / "shards" / f"{start:08d}-{stop:08d}.npz"
 
 
-def labels_of(start: int, stop: int, num_classes: int) -> np.ndarray:
-    return balanced_labels(stop, num_classes)[start:]
+def condition_arrays(cfg: Config, start: int, stop: int, prompts: list[str] | None = None) -> dict[str, np.ndarray]:
+    """What a shard stores of its samples' conditions: labels (the class, or the pairs' code, else -1), indices, and
+    for a text model each sample's caption (a unicode array: no pickle to read it back)."""
+    raw = conditions_of(cfg, start, stop, prompts)
+    out = {"labels": labels_for(cfg, raw), "indices": np.arange(start, stop)}
+    if is_text(cfg):
+        out["captions"] = np.asarray(raw, dtype=str)
+    return out
 
 
 def write_shard(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -97,13 +106,25 @@ def load_shard(path: Path, sample_hash: str, start: int, stop: int, image_shape:
     return arrays, meta
 
 
-def sample_shard(model, tokenizer, cfg: Config, start: int, stop: int, device) -> dict[str, np.ndarray]:
-    """Samples [start, stop): labels i % num_classes, each sample's noise from its own seed (sample_seeds of
-    sample.seed and i, handed to the sampler as a per-row generator) -> images (host uint8), labels, indices."""
-    indices = np.arange(start, stop)
-    labels = labels_of(start, stop, cfg.model.num_classes)
-    images = sample_images(model, cfg, labels, device=device, tokenizer=tokenizer, indices=indices)
-    return {"images": images, "labels": labels, "indices": indices}
+def sample_shard(model, tokenizer, cfg: Config, start: int, stop: int, device, conditioner=None,
+                 prompts: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Samples [start, stop): class i % num_classes or prompt i % P, each sample's noise from its own seed
+    (sample_seeds of sample.seed and i, handed to the sampler as a per-row generator) -> images (host uint8) and
+    condition_arrays (labels, indices[, captions])."""
+    arrays = condition_arrays(cfg, start, stop, prompts)
+    raw = arrays["captions"] if is_text(cfg) else arrays["labels"]
+    images = sample_images(model, cfg, raw, device=device, tokenizer=tokenizer, indices=arrays["indices"],
+                           conditioner=conditioner)
+    return {"images": images, **arrays}
+
+
+def clip_scores(scorer, arrays: dict) -> dict[str, np.ndarray]:
+    """CLIP score of each sample against its caption (eval.features clip; djepa/text/clip_score.py), or nothing."""
+    if scorer is None:
+        return {}
+    from djepa.text.clip_score import shard_clip_scores
+
+    return shard_clip_scores(scorer, arrays["images"], [str(c) for c in arrays["captions"]])
 
 
 def shard_features(extractors, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -121,10 +142,10 @@ def shard_stats(arrays: dict, name: str) -> FeatureStats:
     return FeatureStats(len(arrays["indices"]), arrays[f"{name}.total"], arrays[f"{name}.outer"])
 
 
-def write_adm_npz(path: Path, shards: list[Path], n: int, image_shape: tuple) -> Path:
+def write_adm_npz(path: Path, shards: list[Path], n: int, image_shape: tuple, captions: bool = False) -> Path:
     """Stream the shards' images and labels, in order, into one ADM-format .npz (arr_0 uint8 NHWC or, for clips,
-    NTHWC; arr_1 int64)
-    holding one shard in memory at a time; written under a temp name, then renamed."""
+    NTHWC; arr_1 int64; with `captions`, a text model's prompts as `captions`), holding one shard in memory at a
+    time; written under a temp name, then renamed."""
     def write(tmp):
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for key, shape, dtype in (("images", (n, *image_shape), np.uint8), ("labels", (n,), np.int64)):
@@ -135,6 +156,13 @@ def write_adm_npz(path: Path, shards: list[Path], n: int, image_shape: tuple) ->
                     for p in shards:
                         with np.load(p, allow_pickle=False) as z:
                             f.write(np.ascontiguousarray(z[key], dtype=dtype).tobytes())
+            if captions:  # small: gathered whole
+                parts = []
+                for p in shards:
+                    with np.load(p, allow_pickle=False) as z:
+                        parts.append(z["captions"])
+                with zf.open("captions.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.concatenate(parts), allow_pickle=False)
 
     atomic_write(path, write)
     return path

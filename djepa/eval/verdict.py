@@ -48,7 +48,15 @@ def likely_cause(cfg, step: int | None) -> tuple[str, str]:
 
 def verdict(metrics: dict, cfg, step: int | None) -> str | None:
     """A few plain lines if the samples are unusable, else None."""
-    found = problems(metrics, cfg.model.num_classes)
+    from djepa.data.sources import TEXT_SOURCES
+
+    # the captioned pairs: consistency is the ordered pair's (90 of them), and a model blind to word order reads
+    # half of them swapped
+    found = problems(metrics, 90 if cfg.data.source in TEXT_SOURCES else cfg.model.num_classes)
+    swapped, cc = metrics.get("swapped_domain"), metrics.get("consistency_domain")
+    if swapped is not None and cc is not None and swapped > 0.5 * cc:
+        found.append(f"{swapped:.0%} of samples show the two digits in the reverse order (in order: {cc:.0%}): the "
+                     f"model does not read the captions' word order")
     if not found:
         return None
     cause, fix = likely_cause(cfg, step)

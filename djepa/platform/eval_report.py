@@ -9,7 +9,8 @@ import numpy as np
 
 from djepa.config import Config
 from djepa.console import say
-from djepa.eval.report import ShardSums, metrics_of, read_shards, result_record
+from djepa.conditions import is_text
+from djepa.eval.report import ShardSums, clip_metrics, metrics_of, read_shards, result_record
 from djepa.eval.shards import shard_path, write_adm_npz
 from djepa.eval.verdict import checkpoint_verdict
 from djepa.samples import save_grid
@@ -27,8 +28,8 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
         sums.add(arrays, meta)
         if cfg.eval.pngs:
             write_pngs(out / "png", arrays)
-    npz = write_adm_npz(out / "samples.npz", [shard_path(out, a, b) for a, b in shards], n, image_shape) \
-        if cfg.eval.save_npz else None
+    npz = write_adm_npz(out / "samples.npz", [shard_path(out, a, b) for a, b in shards], n, image_shape,
+                        captions=is_text(cfg)) if cfg.eval.save_npz else None
     grid_files = save_grid(out / "grid", sums.grid_images(), ncol=c)  # a column per class; clips: GIF + strip
     grid = grid_files["main"]
     metrics = {}
@@ -38,6 +39,7 @@ def finish(cfg: Config, out: Path, checkpoint: Path, shards: list, sample_hash: 
         if reference["images"] is not None:
             pr = precision_recall(workers, k, np.concatenate(sums.features[k]), reference["images"], cfg.eval.pr_k)
         metrics |= metrics_of(k, sums, reference, cfg.eval.is_splits, pr)
+    metrics |= clip_metrics(sums)
     result = result_record(cfg, n, checkpoint, sample_hash, reference, metrics, {"samples": npz, "grid": grid},
                            timing | {"seconds_per_image": sums.seconds_per_image()})
     result["verdict"] = checkpoint_verdict(metrics, cfg, checkpoint)  # None: nothing says they are unusable

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from djepa.checkpoint import check_finite, verify_checkpoint
+from djepa.conditions import Conditioner, eval_prompts, is_text
 from djepa.config import Config, ConfigError, apply_overrides, deep_merge, read_yaml, validate
 from djepa.console import fmt_eta, say
 from djepa.eval.features import extractor_identities
 from djepa.eval.report import resolve_reference
 from djepa.eval.shards import (SAMPLING_MODEL_KEYS, VAE_LOCATION_KEYS, ShardError, file_digest, identity_hash,
-                               labels_of, load_shard, plan, sample_shard, sampling_identity, shard_features,
-                               shard_path, write_shard)
+                               clip_scores, condition_arrays, load_shard, plan, sample_shard, sampling_identity,
+                               shard_features, shard_path, write_shard)
 from djepa.lock import acquire, release
 from djepa.platform.eval_report import finish
 from djepa.platform.tracking import flatten
@@ -68,18 +69,26 @@ class ShardWorker:
         self.ema.eval().requires_grad_(False)
         self.tokenizer = build_tokenizer(self.cfg.tokenizer).to(self.device)
         self.extractors = build_extractors(self.cfg, self.device)
+        self.conditioner, self.prompts = Conditioner(self.cfg, self.device), None  # a text encoder, loaded once
+        if is_text(self.cfg):
+            self.prompts = eval_prompts(self.cfg)
+        self.clip = None
+        if "clip" in self.cfg.eval.features:
+            from djepa.text.clip_score import ClipScorer
+
+            self.clip = ClipScorer(self.cfg.eval.clip_model, self.device, fit=self.cfg.eval.clip_fit)
 
     def run(self, start: int, stop: int, images: np.ndarray | None = None) -> dict:
         """Samples [start, stop) (or the given images, when only features are missing) -> shard arrays."""
         t = time.perf_counter()
         sample_seconds = None
         if images is None:  # -> host uint8: the device work is done
-            arrays = sample_shard(self.ema, self.tokenizer, self.cfg, start, stop, self.device)
+            arrays = sample_shard(self.ema, self.tokenizer, self.cfg, start, stop, self.device, self.conditioner,
+                                  self.prompts)
             sample_seconds = time.perf_counter() - t
         else:
-            arrays = {"images": images, "labels": labels_of(start, stop, self.cfg.model.num_classes),
-                      "indices": np.arange(start, stop)}
-        arrays |= shard_features(self.extractors, arrays["images"])
+            arrays = {"images": images, **condition_arrays(self.cfg, start, stop, self.prompts)}
+        arrays |= shard_features(self.extractors, arrays["images"]) | clip_scores(self.clip, arrays)
         return {"start": start, "stop": stop, "arrays": arrays, "seconds": time.perf_counter() - t,
                 "sample_seconds": sample_seconds}
 

@@ -20,9 +20,10 @@ import torch
 import torch.distributed as dist
 
 from djepa.checkpoint import load_optimizer_state, load_tensors, save_checkpoint, verify_checkpoint
+from djepa.conditions import Conditioner, is_text
 from djepa.config import Config, validate
 from djepa.console import say
-from djepa.data.encoded import batch_tokens, epochs_per_pass
+from djepa.data.encoded import batch_tokens, collate, epochs_per_pass
 from djepa.engine import build_optimizer, lr_at, weight_decay_at
 from djepa.eval.online import OnlineEval
 from djepa.platform.parallel import full_state, gathered_ema, load_full_state, shard
@@ -132,11 +133,11 @@ def online_points(cfg: Config, config: dict, ema, run_dir: Path, device, tracker
         return None
     online = None
     if rank == 0:
-        from djepa.eval.features import DIMS
+        from djepa.eval.features import dims
         from djepa.eval.reference import load_reference
 
-        ref = load_reference(config["online_reference"], list(cfg.eval.features),
-                             {k: DIMS[k] for k in cfg.eval.features})
+        names = [k for k in cfg.eval.features if k != "clip"]  # CLIP has no reference statistics
+        ref = load_reference(config["online_reference"], names, {k: dims(k, cfg.data.source) for k in names})
         online = OnlineEval(cfg, ref, device, run_dir / "online.jsonl", tracker.log_metrics)
     return OnlinePoints(cfg, ema, online)
 
@@ -159,10 +160,11 @@ def shard_feed(cfg: Config, rows: int, world: int, device) -> Feed:
     if steps_per_pass == 0:
         raise ValueError(f"{rows} rows cannot fill one batch of {per_worker} on each of {world} workers; "
                          f"lower train.batch_size")
-    stream = ray.train.get_dataset_shard("train")
+    stream, conditioner = ray.train.get_dataset_shard("train"), Conditioner(cfg, device)  # one text encoder
+    text_kw = {"collate_fn": collate} if is_text(cfg) else {}  # captions stay strings
     return Feed(lambda: stream.iter_torch_batches(batch_size=per_worker, drop_last=True,
-                                                  local_shuffle_buffer_size=cfg.data.shuffle_buffer or None),
-                lambda batch: batch_tokens(batch, cfg, None, device), steps_per_pass, rows)
+                                                  local_shuffle_buffer_size=cfg.data.shuffle_buffer or None, **text_kw),
+                lambda batch: batch_tokens(batch, cfg, None, device, conditioner), steps_per_pass, rows)
 
 
 def train_worker(config: dict) -> None:
