@@ -13,6 +13,7 @@ import numpy as np
 
 from djepa.checkpoint import load_weights
 from djepa.config import Config
+from djepa.data.sources import TEXT_SOURCES
 from djepa.console import say
 from djepa.lock import hold
 from djepa.local import resolve_device, train_local
@@ -32,6 +33,21 @@ def class_consistency_report(ema, cfg: Config, device) -> dict[str, float]:
         report[f"cfg_{scale:g}"] = class_consistency(images, labels, cfg.data.source, cfg.eval.cache_dir)
         say("eval", f"class consistency at cfg {scale:g}: {report[f'cfg_{scale:g}']:.3f} "
                     f"({len(labels)} samples, {time.perf_counter() - t:.1f}s)")
+    return report
+
+
+def word_order_report(ema, cfg: Config, device) -> dict[str, dict]:
+    """The pairs' order check (djepa/text/pair_metrics.py) on eval.num_samples held-out captions, at each cfg."""
+    from djepa.conditions import conditions_of
+    from djepa.text.pair_metrics import caption_scores
+
+    captions = conditions_of(cfg, 0, cfg.eval.num_samples)
+    report = {}
+    for scale in cfg.eval.cfg_values:
+        images = sample_images(ema, cfg, captions, cfg_scale=scale, seed=cfg.sample.seed + 1, device=device)
+        report[f"cfg_{scale:g}"] = caption_scores(images, list(captions), cfg.data.source, cfg.eval.cache_dir)
+        say("eval", f"cfg {scale:g}: {report[f'cfg_{scale:g}']['order_correct']:.3f} of {len(captions)} samples show "
+                    f"both digits in the asked order ({report[f'cfg_{scale:g}']['swapped']:.3f} swapped)")
     return report
 
 
@@ -57,6 +73,8 @@ def _run_local_demo(cfg: Config, out: Path) -> dict:
     }
     if cfg.data.source in ("digits", "mnist5k"):
         summary["class_consistency"] = class_consistency_report(ema, cfg, device)
+    if cfg.data.source in TEXT_SOURCES:
+        summary["word_order"] = word_order_report(ema, cfg, device)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     print()
     say("demo", "done")
@@ -68,5 +86,7 @@ def _run_local_demo(cfg: Config, out: Path) -> dict:
     if "class_consistency" in summary:
         cc = summary["class_consistency"]
         print("  consistency  " + ", ".join(f"{k} {v:.3f}" for k, v in cc.items()))
+    for k, v in summary.get("word_order", {}).items():
+        print(f"  order {k:<6} both digits in the asked order {v['order_correct']:.3f}, swapped {v['swapped']:.3f}")
     print(f"  results      {out / 'results.json'}")
     return summary

@@ -2,7 +2,9 @@
 
     python -m djepa.models.summary configs/djepa-b.yaml [--set model.depth=...]
 
-The last line printed is JSON with `trainable_params` (EMA copy excluded, as the paper counts).
+The last line printed is JSON with `trainable_params` (EMA copy excluded, as the paper counts). A text model's
+frozen text encoder is not trainable and not counted there; its size is printed beside (`text_encoder_params`) when
+its layout is known offline (Qwen2-1.5B, or a local directory's config.json).
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from djepa.models.djepa import DJEPA, build_model
 
 # module-name prefix -> part of the model
 PARTS = {
-    "encoder": ("token_proj", "token_norm", "encoder_pos", "encoder_blocks", "encoder_norm"),
-    "predictor": ("predictor_embed", "mask_token", "predictor_pos", "predictor_blocks", "predictor_norm", "token_loss_pos"),
+    "encoder": ("token_proj", "token_norm", "encoder_pos", "encoder_blocks", "encoder_norm", "text_proj"),
+    "predictor": ("predictor_embed", "mask_token", "predictor_pos", "predictor_blocks", "predictor_norm", "token_loss_pos",
+                  "predictor_text_proj"),
     "projector": ("projector",),
     "denoiser": ("token_loss",),
     "embeddings": ("class_emb", "null_class"),
@@ -34,6 +37,24 @@ def count_parts(model: DJEPA) -> dict[str, int]:
             raise KeyError(f"parameter {name} belongs to no part in djepa.models.summary.PARTS")
         counts[part] += p.numel()
     return counts
+
+
+def text_encoder_params(text) -> int | None:
+    """Parameters of a frozen hf text encoder, built on the meta device from its config: the paper's Qwen2-1.5B is
+    known offline; another needs its config.json in a local directory. The words encoder has none."""
+    if text.encoder == "words":
+        return 0
+    from transformers import AutoConfig, AutoModel, Qwen2Config
+
+    from djepa.text.encoders import QWEN2_1_5B
+
+    try:
+        config = Qwen2Config(**QWEN2_1_5B) if text.name == "Qwen/Qwen2-1.5B" else \
+            AutoConfig.from_pretrained(text.name, subfolder=text.subfolder or "", local_files_only=True)
+    except OSError:
+        return None
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModel.from_config(config).parameters())
 
 
 def main(argv=None) -> dict:
@@ -53,6 +74,12 @@ def main(argv=None) -> dict:
         print(f"{part:<12}{n:>16,}{n / max(total, 1):>9.1%}")
     print(f"{'total':<12}{total:>16,}")
     result = {"config": cfg.name, "trainable_params": total, **{f"{k}_params": v for k, v in counts.items()}}
+    if cfg.model.condition == "text":
+        frozen = text_encoder_params(cfg.text)
+        print(f"text encoder {cfg.text.encoder}{' ' + cfg.text.name if cfg.text.name else ''}: frozen, "
+              + (f"{frozen:,} parameters (not trained, not counted above)" if frozen is not None else "size unknown "
+                 "offline"))
+        result["text_encoder_params"] = frozen
     print(json.dumps(result))
     return result
 

@@ -80,7 +80,7 @@ def _print(s: dict, out: Path) -> None:
           f"{Path(s['grid']).with_name('grid-strip.png')})" if s["video"] else ")"))
     print(f"  trained       {s['steps']} steps in {s['train_seconds']:.0f}s -> {s['checkpoint']}")
     print(f"  evaluation    cfg {p['cfg']:g}, T {p['temperature']:g}, {p['ar_steps']} AR steps: "
-          + ", ".join(f"{k} {m[k]:.3f}" for k in ("consistency_domain", "fd_domain", "is_domain",
+          + ", ".join(f"{k} {m[k]:.3f}" for k in ("consistency_domain", "swapped_domain", "fd_domain", "is_domain",
                                                    "precision_domain", "recall_domain", "floor_fd_domain") if k in m))
     if s.get("motion"):
         mo = s["motion"]
@@ -96,6 +96,9 @@ def _print(s: dict, out: Path) -> None:
     print(f"  MLflow        {s['mlflow_ui']}  then http://127.0.0.1:5000", flush=True)
     if s["verdict"]:
         print("\n" + s["verdict"], flush=True)
+    elif "swapped_domain" in m:  # the captioned pairs: read both digits, in order
+        print(f"\nVERDICT: usable samples: the real-digit classifier reads both digits in the order the caption asks "
+              f"in {m['consistency_domain']:.0%} of them ({m['swapped_domain']:.0%} swapped; chance 1%).", flush=True)
     elif "consistency_domain" in m:
         what = "clip" if s["video"] else "digit"
         print(f"\nVERDICT: usable samples: the real-{what} classifier recognises {m['consistency_domain']:.0%} of them "
