@@ -1,8 +1,8 @@
 """The offline encode job: images or clips -> tokenizer moments (each and its mirror) -> Parquet shards + manifest.
 
 A Ray Data pipeline: images (or videos, djepa/video/reader.py) are read and centre-cropped by CPU tasks, the tokenizer
-runs in `map_batches` on an actor pool (one GPU each on a cluster, CPU locally), and the shards
-are written to a temporary directory that is renamed into place only when complete.
+runs in `map_batches` on an actor pool (one GPU each on a cluster, CPU locally; djepa/data/encode_actors.py), and the
+shards are written to a temporary directory that is renamed into place only when complete.
 Re-running on a finished output with the same settings does nothing.
 """
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from djepa.conditions import is_text, labels_for
-from djepa.config import Config, ConfigError, TokenizerConfig
+from djepa.config import Config, ConfigError
 from djepa.console import say
 from djepa.data.format import FORMAT, BadImageError, DatasetError  # noqa: F401  (FORMAT, BadImageError: old home)
+from djepa.data.encode_actors import EmbedText, Tokenize
 from djepa.data.encoded import text_identity
 from djepa.data.images import FolderScan, decode_image, scan_folder, unreadable_headers
 from djepa.data.sources import check_shape, load_source
@@ -99,56 +100,6 @@ def _bad_records(bad_dir: Path) -> list[str]:
     """The "path<TAB>why" records the decode tasks wrote to `bad_dir`, sorted (once each: a retried task
     records its file again)."""
     return sorted({line for p in bad_dir.glob("*.txt") for line in p.read_text().splitlines()})
-
-
-class Tokenize:
-    """Actor-pool callable: a batch of images or clips -> posterior moments of each and of its mirror."""
-
-    def __init__(self, tokenizer: dict):
-        import torch
-
-        from djepa.models.tokenizer import build_tokenizer
-
-        self.torch = torch
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        cfg = TokenizerConfig.model_validate(tokenizer)
-        self.tok, self.shape = build_tokenizer(cfg).to(self.device), tuple(moments_shape(cfg))
-
-    def __call__(self, batch: dict) -> dict:
-        x = self.torch.from_numpy(np.array(batch["image"], dtype=np.float32)).to(self.device)  # a writable copy
-        with self.torch.no_grad():
-            m = self.tok.encode_moments(x).float().cpu().numpy()  # (B, *moments_shape)
-            # the mirror flips the last axis, the width: for a clip (B, C, T, H, W) every frame is mirrored
-            mf = self.tok.encode_moments(x.flip(-1)).float().cpu().numpy()
-        if m.shape[1:] != self.shape:  # the manifest (and training) trusts moments_shape: never write other shapes
-            raise ValueError(f"the {self.tok.cfg.kind} tokenizer gave moments {m.shape[1:]} per sample, but "
-                             f"moments_shape says {self.shape}")
-        out = {"key": batch["key"], "label": batch["label"].astype(np.int64), "moments": m, "moments_flip": mf}
-        for name in ("valid_frames", "caption"):  # clips: the real frames before the padding; text: the caption
-            if name in batch:
-                out[name] = batch[name]
-        return out
-
-
-class EmbedText:
-    """Actor-pool callable of a text model's encode: captions -> the text encoder's embeddings (float16, (L, D)
-    each, padded) and token counts, stored beside the moments so training never runs the encoder."""
-
-    def __init__(self, config: dict):
-        from djepa.conditions import Conditioner
-
-        self.cond = Conditioner(Config.model_validate(config), "cuda" if _cuda() else "cpu")
-
-    def __call__(self, batch: dict) -> dict:
-        c = self.cond(list(batch["caption"]))
-        emb, length = c["text"].float().cpu().numpy().astype(np.float16), c["mask"].sum(1).cpu().numpy()
-        return batch | {"text_emb": emb, "text_len": length.astype(np.int64)}
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _image_columns(data: bytes, size: int, channels: int) -> dict:
