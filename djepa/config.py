@@ -101,13 +101,23 @@ class ModelConfig(_Strict):
 
 
 # ----------------------------------------------------------------------------- data / train / sample
+CAPTION_SOURCES = ("caption_folder", "webdataset")  # captioned images read from files (djepa/data/captioned.py)
+
+
 class DataConfig(_Strict):
     # Where images come from: the bundled digits / MNIST-5k, or an ImageNet-style root/<class>/<image> tree.
     # Video: the bundled moving_mnist clips, or video_folder: root/<class>/<video> (UCF101's layout).
-    # Text: the bundled mnist_pairs / digits_pairs (two digits, "3 left of 8"), or captioned images (caption_folder).
-    source: Literal["digits", "mnist5k", "folder", "moving_mnist", "video_folder", "mnist_pairs", "digits_pairs"] = \
-        "digits"
-    root: str | None = None  # the class-folder tree, for source=folder or video_folder
+    # Text: the bundled mnist_pairs / digits_pairs (two digits, "3 left of 8"), or captioned images: caption_folder
+    # (root: images with their captions, djepa/text/captions.py) or webdataset (shards: tars, djepa/text/shards.py).
+    source: Literal["digits", "mnist5k", "folder", "moving_mnist", "video_folder", "mnist_pairs", "digits_pairs",
+                    "caption_folder", "webdataset"] = "digits"
+    root: str | None = None  # the tree, for source=folder, video_folder or caption_folder
+    # caption_folder: where the captions are: a .txt beside each image (sidecar), a CSV, or Hugging Face imagefolder's
+    # metadata.jsonl; auto takes the one the root holds. captions: that CSV / JSONL (relative to root, or absolute)
+    caption_layout: Literal["auto", "sidecar", "csv", "jsonl"] = "auto"
+    captions: str | None = None
+    # webdataset: the tar shards: a brace pattern (/data/cc12m/{00000..01242}.tar), a directory, .tar files, or a list
+    shards: str | list[str] | None = None
     # video_folder: an official split list (UCF101's trainlist01.txt / testlist01.txt: "<class>/<file> [label]"
     # lines, relative to root); None reads every video under root
     split_file: str | None = None
@@ -259,6 +269,10 @@ class Config(_Strict):
                 self.train.eval_samples < self.eval.is_splits:
             raise ValueError(f"train.eval_samples={self.train.eval_samples} is fewer than eval.is_splits="
                              f"{self.eval.is_splits} (the IS splits); raise it or lower eval.is_splits")
+        source, frames = self.data.source, self.tokenizer.frames
+        if source in CAPTION_SOURCES and frames:  # the cause, named before the eval.features check below
+            raise ValueError(f"data.source={source} reads images, but tokenizer.frames={frames}; set "
+                             f"tokenizer.frames=0")
         kind = "clips" if self.tokenizer.is_video else "images"
         wrong = set(self.eval.features) - ({"i3d", "domain"} if self.tokenizer.is_video else
                                            {"inception", "dinov2", "domain", "clip"})
@@ -281,7 +295,7 @@ class Config(_Strict):
     def _text_checks(self) -> None:
         m, t, d = self.model, self.text, self.data
         captioned = d.source in ("mnist_pairs", "digits_pairs")  # djepa.data.sources.TEXT_SOURCES (imports this)
-        if captioned and m.condition != "text":
+        if (captioned or d.source in CAPTION_SOURCES) and m.condition != "text":
             raise ValueError(f"data.source={d.source} is captioned data; set model.condition=text (and a text: section)")
         if captioned and d.hflip:
             raise ValueError(f"data.hflip would swap the digits of data.source={d.source} but not the words of their "
