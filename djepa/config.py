@@ -2,19 +2,17 @@
 
 Configs load from YAML, take `--set a.b=c` overrides, and are validated before any
 compute: an unknown key, a wrong type or an out-of-range value raises ConfigError
-naming the full key path (and the closest valid key for a typo).
+naming the full key path (and the closest valid key for a typo). The sections' classes are here or in
+djepa/{tokenizer,text}_config.py, the loading functions in djepa/config_load.py; all are imported from here.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-
+from pydantic import Field, field_validator, model_validator
 
 from djepa.config_base import ConfigError, _Strict  # noqa: F401  (ConfigError: djepa.config's name for it)
 from djepa.text_config import TextConfig  # noqa: F401  (part of the one tree)
@@ -103,13 +101,23 @@ class ModelConfig(_Strict):
 
 
 # ----------------------------------------------------------------------------- data / train / sample
+CAPTION_SOURCES = ("caption_folder", "webdataset")  # captioned images read from files (djepa/data/captioned.py)
+
+
 class DataConfig(_Strict):
     # Where images come from: the bundled digits / MNIST-5k, or an ImageNet-style root/<class>/<image> tree.
     # Video: the bundled moving_mnist clips, or video_folder: root/<class>/<video> (UCF101's layout).
-    # Text: the bundled mnist_pairs / digits_pairs (two digits, "3 left of 8"), or captioned images (caption_folder).
-    source: Literal["digits", "mnist5k", "folder", "moving_mnist", "video_folder", "mnist_pairs", "digits_pairs"] = \
-        "digits"
-    root: str | None = None  # the class-folder tree, for source=folder or video_folder
+    # Text: the bundled mnist_pairs / digits_pairs (two digits, "3 left of 8"), or captioned images: caption_folder
+    # (root: images with their captions, djepa/text/captions.py) or webdataset (shards: tars, djepa/text/shards.py).
+    source: Literal["digits", "mnist5k", "folder", "moving_mnist", "video_folder", "mnist_pairs", "digits_pairs",
+                    "caption_folder", "webdataset"] = "digits"
+    root: str | None = None  # the tree, for source=folder, video_folder or caption_folder
+    # caption_folder: where the captions are: a .txt beside each image (sidecar), a CSV, or Hugging Face imagefolder's
+    # metadata.jsonl; auto takes the one the root holds. captions: that CSV / JSONL (relative to root, or absolute)
+    caption_layout: Literal["auto", "sidecar", "csv", "jsonl"] = "auto"
+    captions: str | None = None
+    # webdataset: the tar shards: a brace pattern (/data/cc12m/{00000..01242}.tar), a directory, .tar files, or a list
+    shards: str | list[str] | None = None
     # video_folder: an official split list (UCF101's trainlist01.txt / testlist01.txt: "<class>/<file> [label]"
     # lines, relative to root); None reads every video under root
     split_file: str | None = None
@@ -261,6 +269,10 @@ class Config(_Strict):
                 self.train.eval_samples < self.eval.is_splits:
             raise ValueError(f"train.eval_samples={self.train.eval_samples} is fewer than eval.is_splits="
                              f"{self.eval.is_splits} (the IS splits); raise it or lower eval.is_splits")
+        source, frames = self.data.source, self.tokenizer.frames
+        if source in CAPTION_SOURCES and frames:  # the cause, named before the eval.features check below
+            raise ValueError(f"data.source={source} reads images, but tokenizer.frames={frames}; set "
+                             f"tokenizer.frames=0")
         kind = "clips" if self.tokenizer.is_video else "images"
         wrong = set(self.eval.features) - ({"i3d", "domain"} if self.tokenizer.is_video else
                                            {"inception", "dinov2", "domain", "clip"})
@@ -283,7 +295,7 @@ class Config(_Strict):
     def _text_checks(self) -> None:
         m, t, d = self.model, self.text, self.data
         captioned = d.source in ("mnist_pairs", "digits_pairs")  # djepa.data.sources.TEXT_SOURCES (imports this)
-        if captioned and m.condition != "text":
+        if (captioned or d.source in CAPTION_SOURCES) and m.condition != "text":
             raise ValueError(f"data.source={d.source} is captioned data; set model.condition=text (and a text: section)")
         if captioned and d.hflip:
             raise ValueError(f"data.hflip would swap the digits of data.source={d.source} but not the words of their "
@@ -311,106 +323,6 @@ class Config(_Strict):
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------- loading
-def _valid_keys(model: type[BaseModel], path: tuple) -> list[str]:
-    """Field names of the sub-model found at `path` (ignores list indices; looks inside `X | None`)."""
-    for key in path:
-        field = model.model_fields.get(key) if isinstance(key, str) else None
-        ann = getattr(field, "annotation", None)
-        sub = [a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if sub:
-            model = sub[0]
-        elif field is not None:
-            return []
-    return list(model.model_fields)
-
-
-def format_errors(err: ValidationError, root: type[BaseModel] | None = None, prefix: str = "") -> str:
-    """pydantic's errors as one line per key path (prefix + path), with the closest valid key for a typo."""
-    lines = []
-    for e in err.errors():
-        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith(("function-after", "list["))))
-        key = prefix + (".".join(str(x) for x in loc) or "<root>")
-        if e["type"] == "extra_forbidden":
-            valid = _valid_keys(root or Config, loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f"; did you mean '{prefix}{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
-            lines.append(f"  {key}: unknown key{hint} (valid: {', '.join(valid)})")
-        else:
-            got = e.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  {key}: {e['msg']}{shown}")
-    return "invalid config:\n" + "\n".join(lines)
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise ConfigError(f"override '{item}' must look like key.path=value (e.g. model.depth=4)")
-    key, raw = item.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"override '{item}' has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override '{item}': the value is not valid YAML ({getattr(err, 'problem', err)})") from None
-    return key.strip().split("."), value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    for item in overrides:
-        path, value = parse_override(item)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{item}': '{part}' is a value, not a section")
-            node = child
-        node[path[-1]] = value
-    return data
-
-
-def validate(data: dict) -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_errors(err)) from None
-
-
-def read_yaml(path: str | Path) -> dict:
-    """A YAML mapping of sections; a missing file or another top level is a ConfigError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        what = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{where}: not valid YAML ({what})") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not a text file ({err})") from None
-    if data is None:  # an empty file would silently mean "all defaults" (the 212M-parameter model)
-        raise ConfigError(f"{path} is empty; a config file needs at least one section (e.g. train:)")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, not a {type(data).__name__}")
-    return data
-
-
-def deep_merge(base: dict, other: dict) -> dict:
-    """other's leaves over base's, section by section (a partial YAML overrides only what it names)."""
-    out = dict(base)
-    for k, v in other.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """YAML file (or defaults) + `key.path=value` overrides -> a validated Config."""
-    data = read_yaml(path) if path is not None else {}
-    return validate(apply_overrides(data, overrides or []))
-
-
-def save_config(cfg: Config, path: str | Path) -> None:
-    path = Path(path)
-    path.write_text(cfg.to_json() if path.suffix == ".json" else cfg.to_yaml())
+# the loading functions live in djepa/config_load.py; every `from djepa.config import load_config` keeps working
+from djepa.config_load import (  # noqa: E402,F401
+    apply_overrides, deep_merge, format_errors, load_config, parse_override, read_yaml, save_config, validate)

@@ -1,8 +1,9 @@
 """The offline encode job: images or clips -> tokenizer moments (each and its mirror) -> Parquet shards + manifest.
 
-A Ray Data pipeline: images (or videos, djepa/video/reader.py) are read and centre-cropped by CPU tasks, the tokenizer
-runs in `map_batches` on an actor pool (one GPU each on a cluster, CPU locally), and the shards
-are written to a temporary directory that is renamed into place only when complete.
+A Ray Data pipeline: images (or videos, djepa/video/reader.py, or captioned images, djepa/data/captioned.py) are
+read and centre-cropped by CPU tasks, the tokenizer runs in `map_batches` on an actor pool (one GPU each on a
+cluster, CPU locally; djepa/data/encode_actors.py), and the shards are written to a temporary directory that is
+renamed into place only when complete.
 Re-running on a finished output with the same settings does nothing.
 """
 from __future__ import annotations
@@ -19,11 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from djepa.conditions import is_text, labels_for
-from djepa.config import Config, ConfigError, TokenizerConfig
+from djepa.config import CAPTION_SOURCES, Config, ConfigError
 from djepa.console import say
+from djepa.data import captioned
 from djepa.data.format import FORMAT, BadImageError, DatasetError  # noqa: F401  (FORMAT, BadImageError: old home)
+from djepa.data.encode_actors import EmbedText, Tokenize
 from djepa.data.encoded import text_identity
-from djepa.data.images import FolderScan, decode_image, scan_folder, unreadable_headers
+from djepa.data.images import decode_image, scan_folder, unreadable_headers
 from djepa.data.sources import check_shape, load_source
 from djepa.digest import files_sha256
 from djepa.lock import hold
@@ -50,11 +53,14 @@ def _check_source(cfg: Config) -> None:
     if d.source == "folder" and t.frames:
         raise ConfigError(f"data.source=folder reads images, but tokenizer.frames={t.frames}; set tokenizer.frames=0, "
                           f"or data.source=video_folder for videos")
+    if d.source in CAPTION_SOURCES:
+        captioned.check(cfg)
 
 
 def encode_settings(cfg: Config) -> dict:
-    """Everything that changes the encoded bytes; its hash names and guards the output. Keys for clips are added
-    only for video sources, so every image config keeps the hash (and the output directory) it had."""
+    """Everything that changes the encoded bytes; its hash names and guards the output. Keys for clips (or for
+    captioned files) are added only for their sources, so every other config keeps the hash (and the output
+    directory) it had."""
     _check_source(cfg)
     t = cfg.tokenizer
     # [H, W] as a list, as JSON reads it back (the hash is the same: json.dumps writes a tuple as a list)
@@ -76,6 +82,8 @@ def encode_settings(cfg: Config) -> dict:
     if cfg.data.source == "video_folder":
         split = str(Path(cfg.data.split_file).resolve()) if cfg.data.split_file else None
         settings |= {"fps": cfg.data.fps, "split_file": split}
+    if cfg.data.source in CAPTION_SOURCES:
+        settings |= captioned.settings(cfg)
     return settings
 
 
@@ -91,64 +99,15 @@ def encoded_dir(cfg: Config) -> Path:
 
 
 def _what(cfg: Config) -> str:
-    """What a bad file is called in messages and in the list of skipped ones (bad_images.txt, bad_videos.txt)."""
-    return "video" if cfg.data.source == "video_folder" else "image"
+    """What a bad file is called in messages and in the list of skipped ones (bad_images.txt, bad_videos.txt,
+    bad_captions.txt)."""
+    return {"video_folder": "video", **dict.fromkeys(CAPTION_SOURCES, "caption")}.get(cfg.data.source, "image")
 
 
 def _bad_records(bad_dir: Path) -> list[str]:
     """The "path<TAB>why" records the decode tasks wrote to `bad_dir`, sorted (once each: a retried task
     records its file again)."""
     return sorted({line for p in bad_dir.glob("*.txt") for line in p.read_text().splitlines()})
-
-
-class Tokenize:
-    """Actor-pool callable: a batch of images or clips -> posterior moments of each and of its mirror."""
-
-    def __init__(self, tokenizer: dict):
-        import torch
-
-        from djepa.models.tokenizer import build_tokenizer
-
-        self.torch = torch
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        cfg = TokenizerConfig.model_validate(tokenizer)
-        self.tok, self.shape = build_tokenizer(cfg).to(self.device), tuple(moments_shape(cfg))
-
-    def __call__(self, batch: dict) -> dict:
-        x = self.torch.from_numpy(np.array(batch["image"], dtype=np.float32)).to(self.device)  # a writable copy
-        with self.torch.no_grad():
-            m = self.tok.encode_moments(x).float().cpu().numpy()  # (B, *moments_shape)
-            # the mirror flips the last axis, the width: for a clip (B, C, T, H, W) every frame is mirrored
-            mf = self.tok.encode_moments(x.flip(-1)).float().cpu().numpy()
-        if m.shape[1:] != self.shape:  # the manifest (and training) trusts moments_shape: never write other shapes
-            raise ValueError(f"the {self.tok.cfg.kind} tokenizer gave moments {m.shape[1:]} per sample, but "
-                             f"moments_shape says {self.shape}")
-        out = {"key": batch["key"], "label": batch["label"].astype(np.int64), "moments": m, "moments_flip": mf}
-        for name in ("valid_frames", "caption"):  # clips: the real frames before the padding; text: the caption
-            if name in batch:
-                out[name] = batch[name]
-        return out
-
-
-class EmbedText:
-    """Actor-pool callable of a text model's encode: captions -> the text encoder's embeddings (float16, (L, D)
-    each, padded) and token counts, stored beside the moments so training never runs the encoder."""
-
-    def __init__(self, config: dict):
-        from djepa.conditions import Conditioner
-
-        self.cond = Conditioner(Config.model_validate(config), "cuda" if _cuda() else "cpu")
-
-    def __call__(self, batch: dict) -> dict:
-        c = self.cond(list(batch["caption"]))
-        emb, length = c["text"].float().cpu().numpy().astype(np.float16), c["mask"].sum(1).cpu().numpy()
-        return batch | {"text_emb": emb, "text_len": length.astype(np.int64)}
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _image_columns(data: bytes, size: int, channels: int) -> dict:
@@ -198,12 +157,14 @@ def _decoder(cfg: Config) -> tuple:
     return decode, {"image": np.zeros((0, t.channels, t.image_size, t.image_size), np.float32)}
 
 
-def _source_dataset(cfg: Config, bad_dir: Path, scan: FolderScan | VideoScan | None = None):
-    """-> (Ray Dataset with image/label/key columns (and valid_frames for clips), class names). A folder is read
-    from the files of its scan (made here unless given): exactly the files the scan listed, so nothing is dropped
-    without being listed."""
+def _source_dataset(cfg: Config, bad_dir: Path, scan=None):
+    """-> (Ray Dataset with image/label/key columns (and valid_frames for clips, caption for captioned data), class
+    names). A folder or captioned files are read from its scan (made here unless given: _scan's first value):
+    exactly the files (or pairs, or shards) the scan listed, so nothing is dropped without being listed."""
     import ray.data
 
+    if cfg.data.source in CAPTION_SOURCES:
+        return captioned.dataset(cfg, scan or captioned.scan(cfg), bad_dir)
     if cfg.data.source in FOLDERS:
         root = str(Path(cfg.data.root).resolve())
         if scan is None:
@@ -258,11 +219,15 @@ def _finished(out: Path, digest: str) -> dict | None:
     return None
 
 
-def _scan(cfg: Config) -> tuple[FolderScan | VideoScan | None, list[str]]:
-    """A folder source's layout, checked here, in the driver, before Ray starts (None for other sources), and
-    the "path<TAB>why" records of the videos the probe refused (with data.on_bad_image=skip; fail raises)."""
+def _scan(cfg: Config) -> tuple:
+    """A folder source's layout (or captioned files' pairs), checked here, in the driver, before Ray starts (None
+    for other sources), and the records of the videos or caption entries the probe refused (with
+    data.on_bad_image=skip; fail raises)."""
     if cfg.data.source == "video_folder":
         return _scan_videos(cfg)
+    if cfg.data.source in CAPTION_SOURCES:
+        found = captioned.scan(cfg)
+        return found, found.bad
     if cfg.data.source != "folder":
         return None, []
     scan = scan_folder(cfg.data.root)
@@ -302,13 +267,12 @@ def _scan_videos(cfg: Config) -> tuple[VideoScan, list[str]]:
     return scan, bad
 
 
-def _manifest(cfg: Config, classes: list[str], files: list[dict], bad: list[str],
-              scan: FolderScan | VideoScan | None, seconds: float) -> dict:
+def _manifest(cfg: Config, classes: list[str], files: list[dict], bad: list[str], scan, seconds: float) -> dict:
     t = cfg.tokenizer
     manifest = {
         "format": FORMAT, "source": cfg.data.source, "root": encode_settings(cfg)["root"], "classes": classes,
         "num_classes": len(classes), "rows": sum(f["rows"] for f in files), "skipped": len(bad),
-        "ignored": len(scan.ignored) if scan else 0,
+        "ignored": len(getattr(scan, "ignored", [])),
         "tokenizer": t.kind, "vae": t.vae.weights if t.kind != "pixel" else None,
         "scale_factor": t.vae.scale_factor if t.kind != "pixel" else None,
         # per axis, (C, [T,] H, W); moments hold (mean, log-variance) for a VAE, so twice the latent channels
@@ -323,6 +287,8 @@ def _manifest(cfg: Config, classes: list[str], files: list[dict], bad: list[str]
         if cfg.text.precompute:
             manifest["columns"] += ["text_emb", "text_len"]
             manifest["text"], manifest["text_shape"] = text_identity(cfg), [cfg.text.max_length, cfg.model.text_dim]
+    if cfg.data.source in CAPTION_SOURCES:
+        manifest |= captioned.manifest_keys(scan, bad)
     if _is_video(cfg):  # image manifests keep exactly their old keys
         manifest["columns"].append("valid_frames")  # per clip: real frames before the black zero padding
         manifest["frames"] = t.frames
@@ -342,7 +308,7 @@ def _encode_locked(cfg: Config, out: Path) -> dict:
     what = _what(cfg)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     (tmp / "_bad").mkdir(parents=True)
-    if scan and scan.ignored:
+    if getattr(scan, "ignored", None):
         (tmp / "ignored_files.txt").write_text("\n".join(scan.ignored) + "\n")
     if refused:  # the probe's records join the decode tasks' ones
         (tmp / "_bad" / "probe.txt").write_text("\n".join(refused) + "\n")
@@ -351,19 +317,24 @@ def _encode_locked(cfg: Config, out: Path) -> dict:
         if not ray.is_initialized():
             ray.init()
         ds, classes = _source_dataset(cfg, tmp / "_bad", scan)
-        gpus = cfg.data.encode_gpus
+        gpus, text = cfg.data.encode_gpus, is_text(cfg) and cfg.text.precompute
+        # Two actor pools on CPUs share what one tokenizer pool takes (half a CPU an actor): a read task (shards,
+        # image files) needs a whole CPU, and on a 2-core machine two 1-CPU actors would leave it none (a hang)
+        cpus = 0.5 if text and not gpus else None
         ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer": cfg.tokenizer.model_dump(mode="json")},
-                            batch_size=cfg.data.encode_batch_size, num_gpus=gpus or None,
+                            batch_size=cfg.data.encode_batch_size, num_gpus=gpus or None, num_cpus=cpus,
                             compute=ray.data.ActorPoolStrategy(size=cfg.data.encode_workers))
-        if is_text(cfg) and cfg.text.precompute:  # the frozen text encoder runs once, here, not in training
+        if text:  # the frozen text encoder runs once, here, not in training
             ds = ds.map_batches(EmbedText, fn_constructor_kwargs={"config": cfg.to_dict()},
-                                batch_size=cfg.data.encode_batch_size, num_gpus=gpus or None,
+                                batch_size=cfg.data.encode_batch_size, num_gpus=gpus or None, num_cpus=cpus,
                                 compute=ray.data.ActorPoolStrategy(size=cfg.data.encode_workers))
         say("encode", f"{cfg.data.source} -> {out} with the {cfg.tokenizer.kind} tokenizer, "
                       f"{cfg.data.encode_workers} tokenizer actor(s)" +
-                      (f" and the {cfg.text.encoder} text encoder" if is_text(cfg) and cfg.text.precompute else ""))
+                      (f" and the {cfg.text.encoder} text encoder" if text else ""))
         ds.write_parquet(str(tmp / "shards"), min_rows_per_file=cfg.data.rows_per_file)
         bad = _bad_records(tmp / "_bad")
+        if cfg.data.source in CAPTION_SOURCES:  # each entry once: the probe and a read task may both refuse it
+            bad = captioned.records(refused, bad)
         shutil.rmtree(tmp / "_bad")
         if bad:
             (tmp / f"bad_{what}s.txt").write_text("\n".join(bad) + "\n")
@@ -385,8 +356,9 @@ def _encode_locked(cfg: Config, out: Path) -> dict:
     ds = None
     gc.collect()
     if failure:  # a clean error: Ray's traceback would keep the dataset (and its actors) alive
-        raise BadImageError.of(failure, what)
-    skipped = f", {len(bad)} unreadable {what}(s) skipped (listed in {out / f'bad_{what}s.txt'})" if bad else ""
+        raise captioned.failure(failure) if what == "caption" else BadImageError.of(failure, what)
+    problem = "bad" if what == "caption" else "unreadable"
+    skipped = f", {len(bad)} {problem} {what}(s) skipped (listed in {out / f'bad_{what}s.txt'})" if bad else ""
     if manifest["ignored"]:
         skipped += f", {manifest['ignored']} other file(s) ignored (listed in {out / 'ignored_files.txt'})"
     say("encode", f"wrote {manifest['rows']:,} rows in {len(manifest['files'])} shard(s) to {out} in "

@@ -24,9 +24,17 @@ from djepa.text.captions import BadCaptionError, CaptionScan, record
 from djepa.text.shards import BadSample, caption_of, members_of, pillow_why
 
 
-def decode_pixels(data: bytes, size: int | None, channels: int) -> np.ndarray:
-    """Encoded bytes -> uint8 (H, W, channels): images.to_8bit, then images.center_crop to (size, size) when
-    size is given; raises on an unreadable file."""
+Size = int | tuple[int, int] | None  # a side, (height, width) as tokenizer.image_size, or None: each image's own
+
+
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """A side, or (height, width), as tokenizer.image_size gives it -> (height, width)."""
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def decode_pixels(data: bytes, size: Size, channels: int) -> np.ndarray:
+    """Encoded bytes -> uint8 (H, W, channels): images.to_8bit, then images.center_crop to (size, size) (or to
+    size = (height, width)) when size is given; raises on an unreadable file."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
@@ -42,10 +50,10 @@ def model_input(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 127.5 - 1.0
 
 
-def _columns(rows: list[dict], size: int | None, channels: int) -> dict:
-    """Rows -> a batch; a fixed size stacks into one uint8 (B, size, size, C) array, else a list of arrays."""
+def _columns(rows: list[dict], size: Size, channels: int) -> dict:
+    """Rows -> a batch; a fixed size stacks into one uint8 (B, H, W, C) array, else a list of arrays."""
     if size:
-        image = np.stack([r["image"] for r in rows]) if rows else np.zeros((0, size, size, channels), np.uint8)
+        image = np.stack([r["image"] for r in rows]) if rows else np.zeros((0, *_hw(size), channels), np.uint8)
     else:
         image = [r["image"] for r in rows]
     return {"key": np.asarray([r["key"] for r in rows], dtype=object), "image": image,
@@ -59,7 +67,7 @@ def _report(bad: list[str], bad_dir: str, on_bad: str) -> None:
             raise BadCaptionError.of(bad)
 
 
-def _decode_files(batch: dict, size: int | None, channels: int, on_bad: str, bad_dir: str) -> dict:
+def _decode_files(batch: dict, size: Size, channels: int, on_bad: str, bad_dir: str) -> dict:
     """A batch of (path, key, caption) -> rows with decoded images; unreadable files recorded (module docstring)."""
     rows, bad = [], []
     for path, key, caption in zip(batch["path"], batch["key"], batch["caption"]):
@@ -74,7 +82,7 @@ def _decode_files(batch: dict, size: int | None, channels: int, on_bad: str, bad
     return _columns(rows, size, channels)
 
 
-def read_caption_folder(scan: CaptionScan, on_bad: str, bad_dir: str | Path, size: int | None = None,
+def read_caption_folder(scan: CaptionScan, on_bad: str, bad_dir: str | Path, size: Size = None,
                         channels: int = 3, batch_size: int = 64):
     """The scan's pairs as a Ray Dataset of {key (the path under data.root), image, caption}; the images are
     read and decoded by Ray tasks (local or mounted paths). Row order is Ray's (the keys name the rows)."""
@@ -86,7 +94,7 @@ def read_caption_folder(scan: CaptionScan, on_bad: str, bad_dir: str | Path, siz
     return ds.map_batches(_decode_files, fn_kwargs=kwargs, batch_size=batch_size)
 
 
-def decode_sample(sample: dict, size: int | None, channels: int) -> dict:
+def decode_sample(sample: dict, size: Size, channels: int) -> dict:
     """read_webdataset's decoder: one grouped sample {__key__, __url__, suffix: bytes} -> {key, image, caption,
     bad} with key "<shard file name>/<sample key>"; a bad sample keeps a black placeholder image and says why in
     `bad` (one row shape for every sample: the next step drops it)."""
@@ -101,11 +109,11 @@ def decode_sample(sample: dict, size: int | None, channels: int) -> dict:
             raise BadSample("unreadable image", pillow_why(err)) from None
     except BadSample as err:
         row["bad"] = f"{err.kind}: {err.detail}"
-        row["image"] = np.zeros((size or 1, size or 1, channels), np.uint8)
+        row["image"] = np.zeros((*_hw(size or 1), channels), np.uint8)
     return row
 
 
-def _keep_good(batch: dict, size: int | None, channels: int, on_bad: str, bad_dir: str) -> dict:
+def _keep_good(batch: dict, size: Size, channels: int, on_bad: str, bad_dir: str) -> dict:
     """Drop (and record) the samples decode_sample marked bad."""
     bad = [f"{w}\t{b}" for w, b in zip(batch["where"], batch["bad"]) if b]
     _report(bad if on_bad != "fail" else bad[:1], bad_dir, on_bad)
@@ -114,7 +122,7 @@ def _keep_good(batch: dict, size: int | None, channels: int, on_bad: str, bad_di
     return _columns(rows, size, channels)
 
 
-def read_shards(shards: list[str], on_bad: str, bad_dir: str | Path, size: int | None = None, channels: int = 3,
+def read_shards(shards: list[str], on_bad: str, bad_dir: str | Path, size: Size = None, channels: int = 3,
                 batch_size: int = 64):
     """WebDataset shards (shards.list_shards, after probe_shards) as a Ray Dataset of {key, image, caption}, read
     with ray.data.read_webdataset (a read task takes whole shards; row order is Ray's, the keys name the rows). Needs no
