@@ -24,7 +24,7 @@ def test_digits_move_at_constant_speed_and_bounce_inside_the_frame(real):
     _, _, corners = real
     assert corners.min() >= 0 and corners.max() <= SIZE - DIGIT
     steps = np.abs(np.diff(corners, axis=1))  # (N, T-1, 2)
-    assert steps.max() <= 4  # at most 3 px a frame, plus rounding
+    assert steps.max() <= 2  # at most 1.5 px a frame, plus rounding
     assert (steps.sum(axis=(1, 2)) > 0).all()  # every clip moves
     # reflections: a triangle wave, so positions never leave [0, span] and a bounce reverses the direction
     x = bounce(10.0, 3.0, 12.0, 8)
@@ -49,7 +49,7 @@ def test_motion_report_passes_real_clips_and_fails_broken_motion(real):
     static = np.repeat(clips[:, :1], FRAMES, axis=1)  # the digit frozen at frame 0
     assert motion_report(static)["moving"] == 0.0
     shuffled = clips[:, np.random.default_rng(0).permutation(FRAMES)]  # jumps back and forth
-    assert motion_report(shuffled)["motion_ok"] < 0.1
+    assert motion_report(shuffled)["motion_ok"] < 0.15  # measured 0.093: a 4-px course leaves little to shuffle
     fading = (clips.astype(np.float64) * np.linspace(1, 0.1, FRAMES)[None, :, None, None]).astype(np.uint8)
     assert motion_report(fading)["persistent"] == 0.0
 

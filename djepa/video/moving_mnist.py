@@ -2,9 +2,15 @@
 
 The idea of Srivastava et al. (2015): a digit moves at a constant velocity inside a square frame and
 bounces off its edges (the velocity component normal to the edge flips). Here one digit per clip, so
-the clip's label is the digit's class: clip i is MNIST-5k digit i, shrunk from 28x28 to DIGIT x DIGIT
-(the 20-px box MNIST itself centres its digits in) on a SIZE x SIZE black frame, FRAMES frames long.
-Start position, direction and speed come from a fixed seed, so every machine builds the same clips.
+the clip's label is the digit's class: clip i is MNIST-5k digit i, its whole 28 x 28 image (ink in the central
+20 px, as MNIST draws it) on a SIZE x SIZE black frame, FRAMES frames long. Start position, direction and speed come
+from a fixed seed, so every machine builds the same clips.
+
+Why the digit is large and its course short (4 px): on two CPU cores a 15-minute demo trains ~600 steps, and a
+small D-JEPA on pixel tokens learns to draw a digit only where the digit's position varies little. Measured
+(600 steps, per-frame MNIST classifier on the samples; docs/video.md): the old 20-px digit on a 12-px course
+0.12 (chance 0.10; 5x the steps: 0.19), the same digit fixed in the centre 0.79 (single frames); this design 0.59,
+with 98% of real clips passing the motion check.
 """
 from __future__ import annotations
 
@@ -12,8 +18,8 @@ import math
 
 import numpy as np
 
-FRAMES, SIZE, DIGIT = 8, 32, 20
-SPEED = (1.5, 3.0)  # pixels per frame: 12-24 px of travel in 8 frames on a 12-px course, so most clips bounce
+FRAMES, SIZE, DIGIT = 8, 32, 28
+SPEED = (0.75, 1.5)  # pixels per frame: 5-10 px of travel in 8 frames on a 4-px course, so every clip bounces
 SEED = 0
 
 
@@ -43,8 +49,11 @@ def trajectories(n: int, frames: int = FRAMES, size: int = SIZE, digit: int = DI
 
 
 def shrink(digits_u8: np.ndarray, digit: int = DIGIT) -> np.ndarray:
-    """(n, 28, 28) uint8 -> (n, digit, digit) uint8, Pillow's antialiased bilinear resize."""
+    """(n, 28, 28) uint8 -> (n, digit, digit) uint8, Pillow's antialiased bilinear resize (none at 28)."""
     from PIL import Image
+
+    if digits_u8.shape[1:] == (digit, digit):
+        return digits_u8
 
     return np.stack([np.asarray(Image.fromarray(d).resize((digit, digit), Image.BILINEAR)) for d in digits_u8])
 
