@@ -22,6 +22,40 @@ def tiny_config(*overrides: str):
     return load_config("configs/digits.yaml", base + list(overrides))
 
 
+def save_untrained(cfg, path):
+    """cfg's model at initialisation (seed 0), saved as a checkpoint at `path` (tests only read it)."""
+    from djepa.checkpoint import save_checkpoint
+    from djepa.models.djepa import build_model
+    from djepa.models.ema import make_ema
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.tokenizer)
+    save_checkpoint(path, cfg, model.state_dict(), make_ema(model).state_dict(), {"step": 0})
+    return path
+
+
+def eval_cfg(checkpoint, out, *extra):
+    """A small evaluation of `checkpoint` into `out`: shards of 5, domain features, MLflow beside it."""
+    from djepa.platform.evaluator import eval_config
+
+    return eval_config(checkpoint, [f"eval.out_dir={out}", "eval.shard_size=5", "eval.cpus_per_worker=0.5",
+                                    "eval.features=[domain]", "eval.reference_images=50",
+                                    f"tracking.tracking_uri=sqlite:///{out.parent}/mlflow.db", *extra])
+
+
+def write_tar(path, members):
+    """A tar file (a WebDataset shard) of (name, bytes) members."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 @pytest.fixture
 def tiny():
     return tiny_config
@@ -52,13 +86,4 @@ def encoded_digits(ray_session, tmp_path_factory):
 @pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory):
     """A tiny digits model at initialisation, saved as a checkpoint (tests only read it)."""
-    from djepa.checkpoint import save_checkpoint
-    from djepa.models.djepa import build_model
-    from djepa.models.ema import make_ema
-
-    cfg = tiny_config()
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.tokenizer)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint_0000000"
-    save_checkpoint(path, cfg, model.state_dict(), make_ema(model).state_dict(), {"step": 0})
-    return path
+    return save_untrained(tiny_config(), tmp_path_factory.mktemp("ckpt") / "checkpoint_0000000")

@@ -3,13 +3,13 @@ tiny trees written here, every bad kind with skip (recorded, left out) and with 
 brace expansion, and one Ray read of both sources against the plain-Python readers."""
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_tar
 from djepa.data.format import DatasetError
 from djepa.data.images import decode_image
 from djepa.text.captions import BadCaptionError, merge, normalise, scan_captions, tally, write_bad_captions
@@ -178,15 +178,6 @@ def test_records_are_counted_listed_once_and_merged_by_place(tmp_path):
 
 
 # ----------------------------------------------------------------------------- WebDataset shards
-def _shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def _samples(n: int, first: int = 0) -> list[tuple[str, bytes]]:
     """img2dataset's layout: <key>.jpg, <key>.txt and <key>.json (its metadata, holding the caption too)."""
     out = []
@@ -205,7 +196,7 @@ def test_brace_expansion_and_shard_lists(tmp_path):
                                                         "val-9.tar", "val-10.tar"]
     assert expand_braces("plain.tar") == ["plain.tar"]
     for i in (2, 0, 1):
-        _shard(tmp_path / f"{i:05d}.tar", _samples(1, i))
+        write_tar(tmp_path / f"{i:05d}.tar", _samples(1, i))
     (tmp_path / "00000_stats.json").write_text("{}")
     want = [str(tmp_path / f"{i:05d}.tar") for i in range(3)]
     assert list_shards(tmp_path) == want
@@ -224,7 +215,7 @@ def test_brace_expansion_and_shard_lists(tmp_path):
 def test_a_shard_reads_in_archive_order_txt_before_json(tmp_path):
     members = _samples(3) + [("dir/k1.PNG", _image_bytes(7)), ("dir/k1.json", b'{"text": " from  json "}'),
                              ("dir/k1.npy", b"ignored")]
-    rows, bad = read_shard(_shard(tmp_path / "s.tar", members))
+    rows, bad = read_shard(write_tar(tmp_path / "s.tar", members))
     assert bad == []
     assert [(k, c) for k, _, c in rows] == [("000000000", "caption 0"), ("000000001", "caption 1"),
                                             ("000000002", "caption 2"), ("dir/k1", "from json")]
@@ -264,8 +255,8 @@ BAD_SHARDS = {
 @pytest.mark.parametrize("case", sorted(BAD_SHARDS))
 def test_each_bad_sample_or_shard_is_recorded_with_skip_and_named_with_fail(tmp_path, case):
     extra, key, kind = BAD_SHARDS[case]
-    good = _shard(tmp_path / "good.tar", _samples(2, 10))
-    shard = _shard(tmp_path / "s.tar", _samples(1) + (extra if extra != "cut" else _samples(40, 1)))
+    good = write_tar(tmp_path / "good.tar", _samples(2, 10))
+    shard = write_tar(tmp_path / "s.tar", _samples(1) + (extra if extra != "cut" else _samples(40, 1)))
     if extra == "cut":
         _cut(shard)
     where = f"{shard}/{key}" if key else str(shard)
@@ -289,7 +280,7 @@ def test_pixels_are_decode_image_s_and_a_ray_sample_is_the_plain_reader_s(tmp_pa
         for channels in (1, 3):
             got = model_input(decode_pixels(b.getvalue(), 8, channels)[None])[0]
             np.testing.assert_array_equal(got, decode_image(b.getvalue(), 8, channels))
-    shard = _shard(tmp_path / "s.tar", _samples(1) + [("000000001.txt", b"lonely")])
+    shard = write_tar(tmp_path / "s.tar", _samples(1) + [("000000001.txt", b"lonely")])
     (key, data, caption), = read_shard(shard, on_bad="skip")[0]
     sample = {"__key__": key, "__url__": str(shard), "jpg": data, "json": b"{}", "txt": b" caption\n0 "}
     row = decode_sample(sample, size=None, channels=3)
@@ -302,8 +293,8 @@ def test_pixels_are_decode_image_s_and_a_ray_sample_is_the_plain_reader_s(tmp_pa
 def test_ray_reads_shards_and_a_caption_folder_as_the_plain_readers_do(ray_session, tmp_path):
     from djepa.text.read import read_caption_folder, read_shards
 
-    shards = [_shard(tmp_path / "00000.tar", _samples(2) + [("000000002.txt", b"lonely")]),
-              _shard(tmp_path / "00001.tar", _samples(2, 2))]
+    shards = [write_tar(tmp_path / "00000.tar", _samples(2) + [("000000002.txt", b"lonely")]),
+              write_tar(tmp_path / "00001.tar", _samples(2, 2))]
     scan = probe_shards(list_shards(tmp_path), on_bad="skip")
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()

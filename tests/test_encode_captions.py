@@ -4,7 +4,6 @@ decode of each file, the words encoder's output for each caption and the bad ent
 on-the-fly text embeddings giving training the same condition; the config keys and their errors."""
 import io
 import json
-import tarfile
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_tar
 from djepa.config import ConfigError
 from djepa.data.encode import encode, encode_settings
 from djepa.data.encoded import TRAIN_COLUMNS, batch_tokens, collate, open_encoded, read_shard
@@ -69,15 +69,6 @@ def _cut(root):
     (root / "cut.txt").write_text("a red circle")
 
 
-def _shard(path, members):
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 SHARD = {"000000000": "a blue square", "000000001": "green circle", "000000002": "square left of circle"}
 
 
@@ -87,7 +78,7 @@ def _webdataset(path):
     for i, (key, caption) in enumerate(SHARD.items()):
         members += [(f"{key}.jpg", _image_bytes(i, "JPEG")), (f"{key}.json", b'{"url": "u"}'),
                     (f"{key}.txt", caption.encode())]
-    return _shard(path, members + [("000000003.txt", b"a red square")])
+    return write_tar(path, members + [("000000003.txt", b"a red square")])
 
 
 def _rows(out, manifest):

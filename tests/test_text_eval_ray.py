@@ -2,10 +2,10 @@
 the same bytes for 1 and 2 workers, each sample's caption in samples.npz, the pairs' order metrics."""
 import numpy as np
 import pytest
-import torch
 
+from conftest import eval_cfg, save_untrained
 from djepa.config import load_config
-from djepa.platform.evaluator import eval_config, evaluate
+from djepa.platform.evaluator import evaluate
 
 N = 14  # 3 shards of 5, the last one partial
 
@@ -13,32 +13,18 @@ N = 14  # 3 shards of 5, the last one partial
 @pytest.fixture(scope="module")
 def text_checkpoint(tmp_path_factory):
     """A tiny digits-pairs text model at initialisation (words encoder, joint attention, RoPE)."""
-    from djepa.checkpoint import save_checkpoint
-    from djepa.models.djepa import build_model
-    from djepa.models.ema import make_ema
-
     cfg = load_config("configs/digits-pairs.yaml", [
         "model.encoder_depth=1", "model.predictor_depth=1", "model.width=32", "model.num_heads=2",
         "model.positions=rope", "model.token_loss.depth=1", "model.token_loss.width=32",
         "model.token_loss.diffusion.sample_steps=3", "sample.ar_steps=4", "sample.num_per_class=1"])
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.tokenizer)
-    path = tmp_path_factory.mktemp("text-ckpt") / "checkpoint_0000000"
-    save_checkpoint(path, cfg, model.state_dict(), make_ema(model).state_dict(), {"step": 0})
-    return path
-
-
-def _cfg(checkpoint, out, *extra):
-    return eval_config(checkpoint, [f"eval.out_dir={out}", "eval.shard_size=5", "eval.cpus_per_worker=0.5",
-                                    "eval.features=[domain]", "eval.reference_images=50",
-                                    f"tracking.tracking_uri=sqlite:///{out.parent}/mlflow.db", *extra])
+    return save_untrained(cfg, tmp_path_factory.mktemp("text-ckpt") / "checkpoint_0000000")
 
 
 def test_text_evaluation_is_worker_count_independent_and_keeps_the_captions(ray_session, text_checkpoint, tmp_path):
     from djepa.text.pairs import caption_digits, pairs
 
-    one = evaluate(_cfg(text_checkpoint, tmp_path / "w1", "eval.workers=1"), text_checkpoint, N)
-    two = evaluate(_cfg(text_checkpoint, tmp_path / "w2", "eval.workers=2", "sample.batch_size=3"),
+    one = evaluate(eval_cfg(text_checkpoint, tmp_path / "w1", "eval.workers=1"), text_checkpoint, N)
+    two = evaluate(eval_cfg(text_checkpoint, tmp_path / "w2", "eval.workers=2", "sample.batch_size=3"),
                    text_checkpoint, N)
     assert (tmp_path / "w1" / "samples.npz").read_bytes() == (tmp_path / "w2" / "samples.npz").read_bytes()
     assert one["metrics"] == two["metrics"]
@@ -55,7 +41,7 @@ def test_text_evaluation_is_worker_count_independent_and_keeps_the_captions(ray_
     # other prompts are another evaluation (the prompts are part of its identity)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# two captions, cycled\n3 left of 8\n8 left of 3\n")
-    other = evaluate(_cfg(text_checkpoint, tmp_path / "p", "eval.workers=1", f"eval.prompts={prompts}"),
+    other = evaluate(eval_cfg(text_checkpoint, tmp_path / "p", "eval.workers=1", f"eval.prompts={prompts}"),
                      text_checkpoint, 4)
     assert other["sample_hash"] != one["sample_hash"]
     with np.load(tmp_path / "p" / "samples.npz", allow_pickle=False) as z:

@@ -2,11 +2,11 @@
 samples N x T x H x W x C in samples.npz, the animated grid and the frame strip in MLflow."""
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from conftest import eval_cfg, save_untrained
 from djepa.config import load_config
-from djepa.platform.evaluator import eval_config, evaluate
+from djepa.platform.evaluator import evaluate
 
 N = 14  # 3 shards of 5, the last one partial
 
@@ -14,32 +14,18 @@ N = 14  # 3 shards of 5, the last one partial
 @pytest.fixture(scope="module")
 def video_checkpoint(tmp_path_factory):
     """A tiny Moving MNIST model at initialisation (the pixel tokenizer on a 4x4x4 grid, flow loss)."""
-    from djepa.checkpoint import save_checkpoint
-    from djepa.models.djepa import build_model
-    from djepa.models.ema import make_ema
-
     cfg = load_config("configs/moving-mnist.yaml", [
         "model.encoder_depth=1", "model.predictor_depth=1", "model.width=32", "model.num_heads=2",
         "model.token_loss.depth=1", "model.token_loss.width=32", "model.token_loss.flow.sample_steps=3",
         "sample.ar_steps=4", "sample.num_per_class=1"])
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.tokenizer)
-    path = tmp_path_factory.mktemp("video-ckpt") / "checkpoint_0000000"
-    save_checkpoint(path, cfg, model.state_dict(), make_ema(model).state_dict(), {"step": 0})
-    return path
-
-
-def _cfg(checkpoint, out, *extra):
-    return eval_config(checkpoint, [f"eval.out_dir={out}", "eval.shard_size=5", "eval.cpus_per_worker=0.5",
-                                    "eval.features=[domain]", "eval.reference_images=50",
-                                    f"tracking.tracking_uri=sqlite:///{out.parent}/mlflow.db", *extra])
+    return save_untrained(cfg, tmp_path_factory.mktemp("video-ckpt") / "checkpoint_0000000")
 
 
 def test_video_evaluation_is_worker_count_independent_and_logs_the_gif(ray_session, video_checkpoint, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    one = evaluate(_cfg(video_checkpoint, tmp_path / "w1", "eval.workers=1"), video_checkpoint, N)
-    two = evaluate(_cfg(video_checkpoint, tmp_path / "w2", "eval.workers=2", "sample.batch_size=3"),
+    one = evaluate(eval_cfg(video_checkpoint, tmp_path / "w1", "eval.workers=1"), video_checkpoint, N)
+    two = evaluate(eval_cfg(video_checkpoint, tmp_path / "w2", "eval.workers=2", "sample.batch_size=3"),
                    video_checkpoint, N)
     assert (tmp_path / "w1" / "samples.npz").read_bytes() == (tmp_path / "w2" / "samples.npz").read_bytes()
     assert one["metrics"] == two["metrics"]
