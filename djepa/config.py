@@ -171,6 +171,9 @@ class TrainConfig(_Strict):
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)  # fractions leave CPUs for Ray Data on small machines
+    # torch threads of each CPU training worker; None: what Ray gives (its CPUs, at least 1). A one-worker laptop run
+    # may use every core while Ray still keeps a CPU free for its data tasks (they read little once streaming)
+    threads: int | None = Field(None, ge=1)
     parallel: Literal["ddp", "fsdp"] = "ddp"  # fsdp shards parameters and optimizer state (the H preset)
     checkpoint_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)

@@ -173,6 +173,8 @@ def train_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    if cfg.train.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
 
     model, ema, compiled = build_for_training(cfg, device)
     if compiled and rank == 0:
