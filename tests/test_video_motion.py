@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from djepa.video.motion import centred_crops, descriptors, motion_report, per_frame_consistency, track
+from djepa.video.motion import REAL_SPEED, centred_crops, descriptors, motion_report, per_frame_consistency, track
 from djepa.video.moving_mnist import DIGIT, FRAMES, SIZE, bounce, moving_mnist, trajectories
 
 
@@ -45,7 +45,8 @@ def test_track_and_descriptors_on_a_hand_made_clip():
 
 def test_motion_report_passes_real_clips_and_fails_broken_motion(real):
     clips = real[0][:500]
-    assert motion_report(clips)["motion_ok"] == 1.0
+    report = motion_report(clips)
+    assert report["motion_ok"] == 1.0 and abs(report["speed"] - REAL_SPEED) < 0.01  # the demo prints REAL_SPEED
     static = np.repeat(clips[:, :1], FRAMES, axis=1)  # the digit frozen at frame 0
     assert motion_report(static)["moving"] == 0.0
     shuffled = clips[:, np.random.default_rng(0).permutation(FRAMES)]  # jumps back and forth

@@ -83,10 +83,11 @@ def _print(s: dict, out: Path) -> None:
           + ", ".join(f"{k} {m[k]:.3f}" for k in ("consistency_domain", "swapped_domain", "fd_domain", "is_domain",
                                                    "precision_domain", "recall_domain", "floor_fd_domain") if k in m))
     if s.get("motion"):
+        from djepa.video.motion import REAL_SPEED
         mo = s["motion"]
         print(f"  motion        {mo['motion_ok']:.0%} of clips move like Moving MNIST (moving {mo['moving']:.0%}, smooth "
               f"{mo['smooth']:.0%}, steady {mo['steady']:.0%}, ink kept {mo['persistent']:.0%}; {mo['speed']:.2f} px/frame, "
-              f"real 2.15); the MNIST image classifier reads {mo['frame_consistency']:.0%} of frames as their class")
+              f"real {REAL_SPEED:.2f}); the MNIST image classifier reads {mo['frame_consistency']:.0%} of frames as their class")
     if s["sweep"]:
         b, bm = s["sweep"]["best"], s["sweep"]["best_metrics"] or {}
         print(f"  sweep best    cfg {b['cfg']:g}, T {b['temperature']:g}, {b['ar_steps']} AR steps: "
