@@ -28,7 +28,7 @@ from djepa.speech.mel import N_MELS, log_mel, normalise
 from djepa.speech.spoken_digits import NONE, SpokenDigits, info, real_split, text_of
 
 VERSION = "conv1d-128x3-two-heads-v1"  # change it when the recipe below changes: old caches are then ignored
-FRAMES = 64  # every utterance stretched to 64 frames (the data: 15-99 frames, 0.17-1.15 s)
+FRAMES = 64  # every utterance stretched to 64 frames (the data: 14-98 frames, 0.17-1.15 s)
 EPOCHS, BATCH, LR = 40, 32, 2e-3
 
 
