@@ -32,9 +32,10 @@ def _hits(folder: str, banned: tuple[str, ...]) -> list[str]:
             if any(name == b or name.startswith(b + ".") for b in banned)]
 
 
-# djepa/video is a modality (its reader, writer, metrics) and djepa/text a condition (prompts, CLIP score): lower
-# layers too, as every modality or condition folder is
-@pytest.mark.parametrize("folder", ["djepa/models", "djepa/eval", "djepa/data", "djepa/video", "djepa/text"])
+# djepa/video and djepa/speech are modalities (readers, writers, metrics) and djepa/text a condition (prompts, CLIP
+# score): lower layers too, as every modality or condition folder is
+@pytest.mark.parametrize("folder", ["djepa/models", "djepa/eval", "djepa/data", "djepa/video", "djepa/text",
+                                    "djepa/speech"])
 def test_lower_layers_do_not_import_the_platform(folder):
     assert _hits(folder, FORBIDDEN) == []
 
