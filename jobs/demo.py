@@ -7,7 +7,7 @@ MLflow. It trains by steps (train.steps), with train.max_minutes only as a ceili
     python jobs/demo.py --set train.steps=300 --sweep none
     python jobs/demo.py --local                             # 3 minutes in one process, no Ray: the 8x8 digits
     python jobs/demo.py --video                             # configs/moving-mnist.yaml: Moving MNIST clips
-    python jobs/demo.py --text                              # configs/mnist-pairs.yaml: "3 left of 8" -> image
+    python jobs/demo.py --text                              # configs/digits-pairs.yaml: "3 left of 8" -> image
 
 Running it again reuses the finished training run, evaluation shards and sweep trials.
 """
@@ -28,14 +28,14 @@ def _flags(ap):
     ap.add_argument("--video", action="store_true", help="the video demo: class-conditional Moving MNIST clips "
                                                          "(configs/moving-mnist.yaml; docs/video.md)")
     ap.add_argument("--text", action="store_true", help="the text-to-image demo: two digits in the order a caption "
-                                                        "names them (configs/mnist-pairs.yaml; docs/text.md)")
+                                                        "names them (configs/digits-pairs.yaml; docs/text.md)")
     ap.add_argument("--sweep", default="configs/sweep-pairs.yaml" if TEXT else "configs/sweep-demo.yaml",
                     help="sweep config, or 'none' to skip the sweep")
     ap.add_argument("--sweep-set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the sweep config")
 
 
 if __name__ == "__main__":
-    default = "configs/moving-mnist.yaml" if VIDEO else "configs/mnist-pairs.yaml" if TEXT else \
+    default = "configs/moving-mnist.yaml" if VIDEO else "configs/digits-pairs.yaml" if TEXT else \
         "configs/digits.yaml" if LOCAL else "configs/mnist.yaml"
     cfg, args = parse(__doc__, default_config=default, add_args=_flags)
     if args.local:
