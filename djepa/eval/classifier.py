@@ -139,8 +139,6 @@ def classifier_hash(source: str) -> str:
 def domain_classifier(source: str, cache: str | Path | None = None, verbose: bool = True
                       ) -> tuple[nn.Module, dict]:
     """-> (classifier, info: hash, held-out accuracy, cache file). Trained once, then read from the cache."""
-    from safetensors.torch import load_file, save_file
-
     _check_source(source)
     split = real_split(source)
     classes = int(split["train_y"].max()) + 1
@@ -152,18 +150,9 @@ def domain_classifier(source: str, cache: str | Path | None = None, verbose: boo
         net, version, train = video.VideoClassifier(classes), video.VERSION, video.train
     else:
         net, version, train = DomainClassifier(int(np.prod(split["train_x"].shape[1:])), classes), VERSION, _train
-    if path.is_file():
-        net.load_state_dict(load_file(str(path)))
-        net.eval().requires_grad_(False)
-    else:
-        if verbose:
-            say("eval", f"training the {source} domain classifier once ({len(split['train_x'])} real "
-                        f"{'clips' if source in VIDEO_SOURCES else 'images'}); cached at {path}")
-        net = train(split, classes)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(net.state_dict(), str(tmp), metadata={"version": version, "hash": digest})
-        os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+    what = f"the {source} domain classifier once ({len(split['train_x'])} real " \
+           f"{'clips' if source in VIDEO_SOURCES else 'images'})"
+    net = load_or_train(path, net, lambda: train(split, classes), what, {"version": version, "hash": digest}, verbose)
     held = _logits(net, split["held_x"], source).argmax(1).numpy()
     return net, {"hash": digest, "held_out_accuracy": float((held == split["held_y"]).mean()), "file": str(path)}
 
@@ -174,3 +163,22 @@ def class_consistency(images_u8: np.ndarray, labels: np.ndarray, source: str = "
     classifier assigns to their conditioning label."""
     net, _ = domain_classifier(source, cache)
     return float((_logits(net, images_u8, source).argmax(1).numpy() == np.asarray(labels)).mean())
+
+
+def load_or_train(path: Path, net: nn.Module, train, what: str, metadata: dict, verbose: bool = True) -> nn.Module:
+    """A domain model from its cache file, or trained once by train() and cached atomically (concurrent workers
+    never read half a file); frozen in eval mode either way. Shared by the image/video classifiers and the
+    speech recogniser."""
+    from safetensors.torch import load_file, save_file
+
+    if path.is_file():
+        net.load_state_dict(load_file(str(path)))
+    else:
+        if verbose:
+            say("eval", f"training {what}; cached at {path}")
+        net = train()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file(net.state_dict(), str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    return net.eval().requires_grad_(False)

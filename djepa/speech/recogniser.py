@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from djepa.console import say
-from djepa.eval.classifier import HELD_OUT, SEED, cache_dir
+from djepa.eval.classifier import HELD_OUT, SEED, cache_dir, load_or_train
 from djepa.speech.mel import N_MELS, log_mel, normalise
 from djepa.speech.spoken_digits import NONE, SpokenDigits, info, real_split, text_of
 
@@ -125,24 +123,12 @@ def recognised(net: Recogniser, mels, texts: list[str]) -> float:
 
 def recogniser(cache: str | Path | None = None, verbose: bool = True) -> tuple[Recogniser, dict]:
     """-> (recogniser, info: hash, held-out accuracy, cache file). Trained once, then read from the cache."""
-    from safetensors.torch import load_file, save_file
-
     train_set, held, x_train, x_held = _split()
     digest = recipe_hash(train_set)
     path = cache_dir(cache and str(cache)) / f"recogniser-spoken_digits-{digest}.safetensors"
-    if path.is_file():
-        net = Recogniser()
-        net.load_state_dict(load_file(str(path)))
-        net.eval().requires_grad_(False)
-    else:
-        if verbose:
-            say("eval", f"training the spoken-digits recogniser once ({len(train_set.ids)} real utterances); "
-                        f"cached at {path}")
-        net = train(x_train, train_set.digits)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(net.state_dict(), str(tmp), metadata={"version": VERSION, "hash": digest})
-        os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+    net = load_or_train(path, Recogniser(), lambda: train(x_train, train_set.digits),
+                        f"the spoken-digits recogniser once ({len(train_set.ids)} real utterances)",
+                        {"version": VERSION, "hash": digest}, verbose)
     accuracy = float((predict(net, x_held) == held.digits).all(1).mean())
     return net, {"hash": digest, "held_out_accuracy": accuracy, "file": str(path)}
 
